@@ -1,0 +1,3 @@
+"""Plots: interactive Plotly 3D views, widgets, HTML/PNG export."""
+
+__all__: list[str] = []

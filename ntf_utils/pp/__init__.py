@@ -1,0 +1,3 @@
+"""Preprocessing: stack serial sections, split them, align them, normalise values."""
+
+__all__: list[str] = []

@@ -1,0 +1,3 @@
+"""Tools that compute: fit a field, baselines, evaluation, domains, gradients."""
+
+__all__: list[str] = []
