@@ -1,0 +1,56 @@
+"""Shared pytest setup: quick mode, thread limits, deterministic seeds and the shared data folder."""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+# Quick mode (small data, few steps) unless the caller asked otherwise. Set before any test module
+# imports ntf_utils, and inherited by notebook kernels started from the tests.
+os.environ.setdefault("NTF_QUICK", "1")
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SEED = 0
+
+try:
+    import torch
+except ImportError:  # torch is a core dependency, but keep pure-NumPy tests runnable without it
+    torch = None
+else:
+    # The CI machine has 2 cores shared with other jobs; more threads only add contention.
+    torch.set_num_threads(2)
+
+
+@pytest.fixture
+def shared_data_dir() -> Path:
+    """Folder with the larger shared data sets (``$NTF_SHARED_DATA``, default ``<repo>/../shared/data``).
+
+    Skips the test when the folder does not exist.
+    """
+    path = Path(os.environ.get("NTF_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
+    if not path.is_dir():
+        pytest.skip("../shared/data not present")
+    return path
+
+
+@pytest.fixture(autouse=True)
+def seed() -> int:
+    """Seed Python, NumPy's global RNG and torch before every test; returns the seed.
+
+    Tests that need their own generator should still prefer ``np.random.default_rng(seed)``.
+    """
+    random.seed(SEED)
+    np.random.seed(SEED)
+    if torch is not None:
+        torch.manual_seed(SEED)
+    return SEED
+
+
+@pytest.fixture
+def rng(seed: int) -> np.random.Generator:
+    """A fresh, deterministically seeded NumPy generator."""
+    return np.random.default_rng(seed)
