@@ -1,3 +1,6 @@
 """Preprocessing: stack serial sections, split them, align them, normalise values."""
 
+from ._normalize import log_normalize
+
 __all__: list[str] = []
+__all__ += ["log_normalize"]
