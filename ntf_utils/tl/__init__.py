@@ -1,3 +1,20 @@
 """Tools that compute: fit a field, baselines, evaluation, domains, gradients."""
 
 __all__: list[str] = []
+
+from ._baselines import (  # noqa: E402
+    KNNBaseline,
+    LinearInterpolationBaseline,
+    NearestSectionBaseline,
+    baseline_predict,
+)
+from ._evaluate import evaluate_sections, summarize_evaluation  # noqa: E402
+
+__all__ += [
+    "baseline_predict",
+    "NearestSectionBaseline",
+    "LinearInterpolationBaseline",
+    "KNNBaseline",
+    "evaluate_sections",
+    "summarize_evaluation",
+]
