@@ -1,3 +1,32 @@
-"""Plots: interactive Plotly 3D views, widgets, HTML/PNG export."""
+"""Plots: interactive Plotly 3D views, widgets, HTML/PNG export.
 
-__all__: list[str] = []
+Every function takes data that already exists (an AnnData, a ``Volume``, arrays) and returns a
+``plotly.graph_objects.Figure`` (``explore`` returns an ipywidgets box); nothing expensive is recomputed.
+
+- :func:`cells_3d`, :func:`sections_3d`, :func:`domains_3d`: cells (or voxels) as WebGL point clouds.
+- :func:`volume_3d`, :func:`slice_plane`: a rendered ``Volume`` as isosurfaces / a movable plane.
+- :func:`gradient_arrows`: gradient vectors as cones.
+- :func:`virtual_vs_real`: a predicted section next to the measured one.
+- :func:`explore`: gene dropdown + z and threshold sliders over a FigureWidget.
+- :func:`save_html`, :func:`save_png`: standalone HTML and PNG export.
+"""
+
+from ._cells import cells_3d, domains_3d, sections_3d
+from ._compare import virtual_vs_real
+from ._explore import explore
+from ._export import save_html, save_png
+from ._gradient import gradient_arrows
+from ._volume import slice_plane, volume_3d
+
+__all__ = [
+    "cells_3d",
+    "sections_3d",
+    "domains_3d",
+    "volume_3d",
+    "slice_plane",
+    "gradient_arrows",
+    "virtual_vs_real",
+    "explore",
+    "save_html",
+    "save_png",
+]

@@ -1,0 +1,566 @@
+"""Cells as 3D WebGL point clouds: by gene / obs column, one trace per section, or per domain."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from . import _utils as U
+
+
+def _hover(label: str, units: str | None) -> str:
+    unit = f" {units}" if units else ""
+    return (
+        f"x=%{{x:.4g}}{unit}<br>y=%{{y:.4g}}{unit}<br>z=%{{z:.4g}}{unit}"
+        f"<br>{label.replace('<br>', ' ')}=%{{marker.color:.3g}}<extra></extra>"
+    )
+
+
+def _continuous_traces(xyz, values, spec, *, point_size, colorscale, opacity, cmin, cmax, units, name=None):
+    """A colour-mapped point trace (plus a grey 'NA' trace for NaN values)."""
+    import plotly.graph_objects as go
+
+    traces = []
+    finite = np.isfinite(values)
+    if not finite.all():
+        na = ~finite
+        traces.append(
+            go.Scatter3d(
+                x=xyz[na, 0],
+                y=xyz[na, 1],
+                z=xyz[na, 2],
+                mode="markers",
+                name="NA (no value)",
+                marker=dict(size=point_size, color=U.NA_COLOR, line=dict(width=0)),
+                opacity=opacity * 0.6,
+                hoverinfo="skip",
+            )
+        )
+    traces.append(
+        go.Scatter3d(
+            x=xyz[finite, 0],
+            y=xyz[finite, 1],
+            z=xyz[finite, 2],
+            mode="markers",
+            name=name or spec.key,
+            showlegend=False,
+            marker=dict(
+                size=point_size,
+                color=U.f32(values[finite]),
+                colorscale=colorscale,
+                cmin=cmin,
+                cmax=cmax,
+                colorbar=U.colorbar(spec.label),
+                showscale=True,
+                line=dict(width=0),
+            ),
+            opacity=opacity,
+            hovertemplate=_hover(spec.label, units),
+        )
+    )
+    return traces
+
+
+def _categorical_traces(xyz, labels, spec, *, point_size, opacity, units):
+    """One trace per category (legend entry = category), plus 'NA' for missing labels."""
+    import plotly.graph_objects as go
+
+    unit = f" {units}" if units else ""
+    traces = []
+    missing = pd.isna(labels)
+    for cat, color in zip(spec.categories, spec.colors):
+        sel = (labels == cat) & ~missing
+        traces.append(
+            go.Scatter3d(
+                x=xyz[sel, 0],
+                y=xyz[sel, 1],
+                z=xyz[sel, 2],
+                mode="markers",
+                name=str(cat),
+                legendgroup=str(cat),
+                marker=dict(size=point_size, color=color, line=dict(width=0)),
+                opacity=opacity,
+                hovertemplate=f"{spec.key}={cat}<br>x=%{{x:.4g}}{unit}<br>y=%{{y:.4g}}{unit}"
+                f"<br>z=%{{z:.4g}}{unit}<extra></extra>",
+            )
+        )
+    if missing.any():
+        traces.append(
+            go.Scatter3d(
+                x=xyz[missing, 0],
+                y=xyz[missing, 1],
+                z=xyz[missing, 2],
+                mode="markers",
+                name="NA",
+                marker=dict(size=point_size, color=U.NA_COLOR, line=dict(width=0)),
+                opacity=opacity * 0.6,
+                hoverinfo="skip",
+            )
+        )
+    return traces
+
+
+def cells_3d(
+    adata,
+    color: str,
+    *,
+    layer: str | None = None,
+    spatial_key: str = "spatial_3d",
+    max_points: int | None = 300_000,
+    point_size: float = 2.0,
+    colorscale: str = "Viridis",
+    opacity: float = 1.0,
+    seed: int = 0,
+    title: str | None = None,
+    cmin: float | None = None,
+    cmax: float | None = None,
+    palette=None,
+    units: str | None = None,
+):
+    """Cells as a 3D WebGL point cloud coloured by a gene or an obs column.
+
+    Parameters
+    ----------
+    adata
+        Stacked AnnData (``ntf_utils.pp.stack_sections``) with ``obsm[spatial_key]`` of shape (n_obs, 3)
+        in original units. Not modified.
+    color
+        A gene in ``adata.var_names`` (values from ``X`` or ``layer``; continuous colour bar) or a column
+        of ``adata.obs`` (categorical/string/bool → one trace and legend entry per category; numeric →
+        colour bar).
+    layer
+        Layer to read gene values from; ``None`` reads ``adata.X``.
+    spatial_key
+        ``obsm`` key with the (x, y, z) coordinates.
+    max_points
+        Draw at most this many cells; above it a deterministic random subsample (``seed``) is drawn and
+        the title says so. ``None`` draws all (slow in the browser above ~1M points).
+    point_size
+        Marker size in pixels.
+    colorscale
+        Plotly colour scale for continuous values.
+    opacity
+        Marker opacity (0–1). The default 1 keeps occlusion right: below 1, WebGL draws translucent
+        traces in trace order without depth sorting, so e.g. the last category covers the others
+        wherever they overlap, whatever their depth.
+    seed
+        Seed of the subsample.
+    title
+        Figure title; defaults to the colour key.
+    cmin, cmax
+        Colour-scale limits for continuous values; default to the finite min/max over all cells.
+    palette
+        Categorical colours: a list or a ``plotly.colors.qualitative`` name. By default
+        ``adata.uns[color + '_colors']`` (scanpy's convention) when it has one colour per category,
+        otherwise D3 / Dark24 / evenly spaced hues.
+    units
+        Coordinate units for the axis titles (e.g. ``"µm"``); defaults to ``adata.uns['ntf']['units']``
+        when present.
+
+    Returns
+    -------
+    plotly.graph_objects.Figure
+        ``Scatter3d`` traces with ``aspectmode='data'``.
+
+    Examples
+    --------
+    >>> fig = ntf_utils.pl.cells_3d(adata, "Sox2", layer="lognorm")  # doctest: +SKIP
+    >>> ntf_utils.pl.save_html(fig, "sox2.html")  # doctest: +SKIP
+    """
+    import plotly.graph_objects as go
+
+    U.check_adata(adata)
+    xyz_all = U.coords_3d(adata, spatial_key)
+    spec = U.resolve_color(adata, color, layer, palette)
+    units = U.units_of(adata, units)
+    n = adata.n_obs
+    idx = U.subsample(n, max_points, seed)
+    xyz = U.f32(xyz_all if idx is None else xyz_all[idx])
+    values = spec.take(idx)
+
+    if spec.kind == "continuous":
+        lo, hi = U.finite_range(spec.values, cmin, cmax)
+        traces = _continuous_traces(
+            xyz,
+            values,
+            spec,
+            point_size=point_size,
+            colorscale=colorscale,
+            opacity=opacity,
+            cmin=lo,
+            cmax=hi,
+            units=units,
+        )
+        legend_title = None
+    else:
+        traces = _categorical_traces(xyz, values, spec, point_size=point_size, opacity=opacity, units=units)
+        legend_title = spec.key
+
+    main = (
+        title
+        if title is not None
+        else (f"{color} ({layer})" if layer and spec.kind == "continuous" else color)
+    )
+    fig = go.Figure(data=traces)
+    fig.update_layout(
+        **U.base_layout(
+            U.title_text(main, U.subsample_note(n, idx, "cells", seed)),
+            legend_title=legend_title,
+            legend="right" if spec.kind == "categorical" else "inside",
+        ),
+        scene=U.scene(units, ranges=U.range_of(xyz_all)),
+    )
+    return fig
+
+
+def sections_3d(
+    adata,
+    color: str,
+    *,
+    section_key: str = "section",
+    layer: str | None = None,
+    spatial_key: str = "spatial_3d",
+    max_points: int | None = 300_000,
+    point_size: float = 2.0,
+    colorscale: str = "Viridis",
+    opacity: float = 1.0,
+    seed: int = 0,
+    title: str | None = None,
+    cmin: float | None = None,
+    cmax: float | None = None,
+    palette=None,
+    units: str | None = None,
+):
+    """Cells in 3D with each section its own trace, so sections can be toggled in the legend.
+
+    Parameters
+    ----------
+    adata
+        Stacked AnnData with ``obs[section_key]`` and ``obsm[spatial_key]`` (n_obs, 3). Not modified.
+    color
+        Gene (continuous, one shared colour bar across sections) or obs column (categorical colours are
+        drawn per point and listed in a second legend; numeric columns use the colour bar).
+    section_key
+        ``obs`` column naming each cell's section; sections are ordered by their categories (by z for
+        ``pp.stack_sections`` output) or else by mean z.
+    layer, spatial_key, max_points, point_size, colorscale, opacity, seed, title, cmin, cmax, palette, units
+        As in :func:`cells_3d`. Subsampling is done once over all cells, before splitting by section.
+
+    Returns
+    -------
+    plotly.graph_objects.Figure
+        One ``Scatter3d`` trace per section (named ``"<section> (z=...)"``).
+    """
+    import plotly.graph_objects as go
+
+    U.check_adata(adata)
+    if section_key not in adata.obs.columns:
+        raise KeyError(
+            f"adata.obs has no column {section_key!r}; available columns: {list(map(str, adata.obs.columns))}. "
+            "Stack sections with ntf_utils.pp.stack_sections (writes obs['section']) or pass section_key=..."
+        )
+    xyz_all = U.coords_3d(adata, spatial_key)
+    spec = U.resolve_color(adata, color, layer, palette)
+    units = U.units_of(adata, units)
+    n = adata.n_obs
+    idx = U.subsample(n, max_points, seed)
+    xyz = U.f32(xyz_all if idx is None else xyz_all[idx])
+    values = spec.take(idx)
+    sec_all = adata.obs[section_key]
+    sec = sec_all.to_numpy(dtype=object) if idx is None else sec_all.to_numpy(dtype=object)[idx]
+
+    # Section order: categorical order if categorical, else by mean z.
+    if isinstance(sec_all.dtype, pd.CategoricalDtype):
+        present = set(sec_all.dropna().unique())
+        order = [s for s in sec_all.cat.categories if s in present]
+    else:
+        mean_z = pd.Series(xyz_all[:, 2]).groupby(sec_all.to_numpy(dtype=object)).mean()
+        order = list(mean_z.sort_values().index)
+    z_of = pd.Series(xyz_all[:, 2]).groupby(sec_all.to_numpy(dtype=object)).median()
+
+    traces = []
+    unit = f" {units}" if units else ""
+    if spec.kind == "continuous":
+        lo, hi = U.finite_range(spec.values, cmin, cmax)
+        for s in order:
+            sel = sec == s
+            v = values[sel]
+            color_arr = U.f32(v)
+            traces.append(
+                go.Scatter3d(
+                    x=xyz[sel, 0],
+                    y=xyz[sel, 1],
+                    z=xyz[sel, 2],
+                    mode="markers",
+                    name=f"{s} (z={z_of[s]:.4g})",
+                    legendgroup=str(s),
+                    marker=dict(size=point_size, color=color_arr, coloraxis="coloraxis", line=dict(width=0)),
+                    opacity=opacity,
+                    hovertemplate=f"section={s}<br>" + _hover(spec.label, units),
+                )
+            )
+        coloraxis = dict(
+            colorscale=colorscale,
+            cmin=lo,
+            cmax=hi,
+            colorbar=U.horizontal_colorbar(spec.label.replace("<br>", " ")),
+        )
+        cat_legend = None
+    else:
+        lookup = dict(zip(spec.categories, spec.colors))
+        cols = np.array(
+            [lookup.get(v, U.NA_COLOR) if not pd.isna(v) else U.NA_COLOR for v in values], dtype=object
+        )
+        for s in order:
+            sel = sec == s
+            traces.append(
+                go.Scatter3d(
+                    x=xyz[sel, 0],
+                    y=xyz[sel, 1],
+                    z=xyz[sel, 2],
+                    mode="markers",
+                    name=f"{s} (z={z_of[s]:.4g})",
+                    legendgroup=str(s),
+                    marker=dict(size=point_size, color=cols[sel], line=dict(width=0)),
+                    opacity=opacity,
+                    text=values[sel].astype(str),
+                    hovertemplate=f"section={s}<br>{spec.key}=%{{text}}<br>x=%{{x:.4g}}{unit}"
+                    f"<br>y=%{{y:.4g}}{unit}<br>z=%{{z:.4g}}{unit}<extra></extra>",
+                )
+            )
+        # Category colours as a second legend of empty traces (a key; toggling them does nothing).
+        for cat, c in zip(spec.categories, spec.colors):
+            traces.append(
+                go.Scatter3d(
+                    x=[None],
+                    y=[None],
+                    z=[None],
+                    mode="markers",
+                    name=str(cat),
+                    legend="legend2",
+                    marker=dict(size=8, color=c),
+                    hoverinfo="skip",
+                )
+            )
+        coloraxis = None
+        cat_legend = spec.key
+
+    main = title if title is not None else f"{color} by section"
+    fig = go.Figure(data=traces)
+    layout = U.base_layout(
+        U.title_text(main, U.subsample_note(n, idx, "cells", seed)),
+        legend_title=f"{section_key} (click to toggle)",
+    )
+    if coloraxis is not None:
+        layout["coloraxis"] = coloraxis
+    if cat_legend is not None:
+        layout["legend2"] = dict(
+            layout["legend"],
+            title=dict(text=f"<b>{cat_legend}</b>"),
+            x=0.0,
+            xanchor="left",
+            y=1.0,
+            yanchor="top",
+        )
+    fig.update_layout(**layout, scene=U.scene(units, ranges=U.range_of(xyz_all)))
+    return fig
+
+
+def _volume_label_points(volume, labels):
+    """Voxel centres inside the mask and their labels, from a labels array in one of three layouts."""
+    labels = np.asarray(labels)
+    mask = np.asarray(volume.mask, dtype=bool)
+    coords = volume.coords()
+    n_vox = int(np.prod(volume.shape))
+    if labels.shape == tuple(volume.shape):
+        flat = labels.reshape(-1)
+        keep = mask.reshape(-1)
+        return coords[keep], flat[keep]
+    if labels.ndim == 1 and labels.size == n_vox:
+        keep = mask.reshape(-1)
+        return coords[keep], labels[keep]
+    if labels.ndim == 1 and labels.size == int(mask.sum()):
+        return coords[mask.reshape(-1)], labels
+    raise ValueError(
+        f"labels for a Volume must have shape {tuple(volume.shape)} (one per voxel), ({n_vox},) "
+        f"(flattened voxels, C order) or ({int(mask.sum())},) (inside-mask voxels, the order of "
+        f"Volume.to_anndata()); got shape {labels.shape}."
+    )
+
+
+def domains_3d(
+    data,
+    key,
+    *,
+    kind: str = "auto",
+    spatial_key: str = "spatial_3d",
+    max_points: int | None = 300_000,
+    max_voxels: int | None = 48**3,
+    point_size: float | None = None,
+    opacity: float | None = None,
+    palette=None,
+    seed: int = 0,
+    title: str | None = None,
+    units: str | None = None,
+):
+    """Discrete domain labels in 3D, one toggleable trace (legend entry) per domain.
+
+    Parameters
+    ----------
+    data
+        A stacked AnnData (cells, or ``Volume.to_anndata()`` voxels) or a ``Volume``. Not modified.
+    key
+        For an AnnData: the ``obs`` column holding the domain labels (any dtype: integers are treated
+        as labels too). For a ``Volume``: the labels themselves, an array of shape ``volume.shape``,
+        ``(n_voxels,)`` in C order, or ``(volume.mask.sum(),)`` in ``Volume.to_anndata()`` order; only
+        voxels inside the mask count.
+    kind
+        ``"points"`` (a point per cell / voxel centre), ``"surface"`` (Volume only: each domain's
+        boundary as a translucent isosurface of its indicator) or ``"auto"`` (surfaces for a Volume,
+        points for an AnnData).
+    spatial_key
+        ``obsm`` key with (x, y, z) coordinates (AnnData only).
+    max_points
+        Points: deterministic random subsample above this many (title says so).
+    max_voxels
+        Surfaces: the label grid is strided (centre voxel of each block) to at most this many voxels.
+    point_size
+        Marker size in pixels; default 2 for cells, 3 for voxels.
+    opacity
+        Marker / surface opacity; default 1 for points (see :func:`cells_3d`), 0.35 for surfaces.
+    palette, seed, title, units
+        As in :func:`cells_3d`.
+
+    Returns
+    -------
+    plotly.graph_objects.Figure
+        One trace per domain in label order (``Scatter3d`` for points, ``Isosurface`` for surfaces).
+    """
+    import plotly.graph_objects as go
+
+    from ..model.volume import Volume
+
+    if kind not in ("auto", "points", "surface"):
+        raise ValueError(f"kind must be 'auto', 'points' or 'surface', got {kind!r}.")
+    is_volume = isinstance(data, Volume)
+    if kind == "auto":
+        kind = "surface" if is_volume else "points"
+    if kind == "surface" and not is_volume:
+        raise ValueError("kind='surface' needs a Volume (labels on a grid); for cells use kind='points'.")
+
+    if is_volume:
+        if isinstance(key, str):
+            raise TypeError(
+                "a Volume holds no domain labels; pass the labels array as key (shape volume.shape, "
+                "(n_voxels,) or (volume.mask.sum(),)), or call domains_3d(volume.to_anndata() with "
+                f"obs[{key!r}] filled, {key!r})."
+            )
+        xyz_all, labels = _volume_label_points(data, key)
+        series = pd.Series(labels)
+        name = "domain"
+        what = "voxels"
+        owner = None
+        size = 3.0 if point_size is None else point_size
+    else:
+        U.check_adata(data, "data")
+        if not isinstance(key, str) or key not in data.obs.columns:
+            raise KeyError(
+                f"{key!r} is not a column of adata.obs; available columns: {list(map(str, data.obs.columns))}. "
+                "Compute domains first (a clustering into obs) or pass the obs column holding them."
+            )
+        xyz_all = U.coords_3d(data, spatial_key)
+        series = data.obs[key].reset_index(drop=True)
+        name = key
+        what = "cells"
+        owner = data
+        units = U.units_of(data, units)
+        size = 2.0 if point_size is None else point_size
+
+    if not isinstance(series.dtype, pd.CategoricalDtype):
+        series = series.astype("category")
+    if owner is not None:
+        spec = U.categorical_spec(owner, name, series, palette)
+    else:
+        present = set(series.dropna().unique())
+        cats = [c for c in series.cat.categories if c in present]
+        spec = U.ColorSpec(
+            key=name,
+            kind="categorical",
+            values=series.to_numpy(dtype=object),
+            label=name,
+            categories=cats,
+            colors=U.make_palette(len(cats), palette),
+        )
+
+    n = len(xyz_all)
+    note = ""
+    if kind == "points":
+        idx = U.subsample(n, max_points, seed)
+        xyz = U.f32(xyz_all if idx is None else xyz_all[idx])
+        alpha = 1.0 if opacity is None else opacity
+        traces = _categorical_traces(xyz, spec.take(idx), spec, point_size=size, opacity=alpha, units=units)
+        note = U.subsample_note(n, idx, what, seed)
+        ranges = U.range_of(xyz_all)
+    else:
+        traces, note = _domain_surfaces(data, spec, max_voxels, 0.35 if opacity is None else opacity)
+        ranges = [(float(a[0]), float(a[-1])) for a in data.axes]
+    main = title if title is not None else f"{name}: {len(spec.categories)} domains"
+    fig = go.Figure(data=traces)
+    fig.update_layout(
+        **U.base_layout(U.title_text(main, note), legend_title=f"{name} (click to toggle)"),
+        scene=U.scene(units, ranges=ranges, fixed=kind == "surface"),
+    )
+    return fig
+
+
+def _domain_surfaces(volume, spec, max_voxels, opacity):
+    """One closed isosurface (indicator at 0.5) per domain on a strided grid."""
+    import plotly.graph_objects as go
+
+    from ._volume import strides_for
+
+    shape = tuple(volume.shape)
+    if min(shape) < 2:
+        raise ValueError(
+            f"volume shape {shape} has an axis with one voxel; surfaces need >= 2 voxels per axis. "
+            "Use kind='points'."
+        )
+    mask = np.asarray(volume.mask, dtype=bool)
+    labels = np.full(int(np.prod(shape)), None, dtype=object)
+    labels[mask.reshape(-1)] = spec.values
+    labels = labels.reshape(shape)
+    st = strides_for(shape, max_voxels)
+    sl = tuple(slice(s // 2, None, s) for s in st)
+    labels, mask = labels[sl], mask[sl]
+    axes = [np.asarray(a, dtype=np.float64)[s] for a, s in zip(volume.axes, sl)]
+    gx, gy, gz = np.meshgrid(*axes, indexing="ij")
+    x, y, z = gx.ravel(), gy.ravel(), gz.ravel()
+    traces = []
+    for cat, color in zip(spec.categories, spec.colors):
+        ind = ((labels == cat) & mask).astype(np.float32).ravel()
+        traces.append(
+            go.Isosurface(
+                x=x,
+                y=y,
+                z=z,
+                value=ind,
+                isomin=0.5,
+                isomax=0.5,
+                surface_count=1,
+                opacity=opacity,
+                colorscale=[[0, color], [1, color]],
+                showscale=False,
+                showlegend=True,
+                name=str(cat),
+                legendgroup=str(cat),
+                hovertemplate=f"{spec.key}={cat}<extra></extra>",
+                lighting=dict(ambient=0.6, diffuse=0.7, specular=0.05),
+                flatshading=False,
+            )
+        )
+    note = ""
+    if st != (1, 1, 1):
+        note = "downsampled {} → {} voxels".format(
+            "×".join(map(str, shape)), "×".join(map(str, labels.shape))
+        )
+    return traces, note
