@@ -12,5 +12,7 @@ except PackageNotFoundError:  # running from a source tree without install
     __version__ = "0.1.0"
 
 from . import datasets, pl, pp, tl  # noqa: E402
+from .model.config import NTFConfig  # noqa: E402
+from .model.field import NTFField  # noqa: E402
 
-__all__ = ["pp", "tl", "pl", "datasets", "__version__"]
+__all__ = ["pp", "tl", "pl", "datasets", "NTFField", "NTFConfig", "__version__"]

@@ -1,8 +1,10 @@
 """Preprocessing: stack serial sections, split them, align them, normalise values."""
 
 from ._normalize import log_normalize
+from ._split import split_sections
+from ._stack import stack_sections
 
-__all__: list[str] = []
+__all__: list[str] = ["stack_sections", "split_sections"]
 __all__ += ["log_normalize"]
 
 from ._align import align_sections  # noqa: E402

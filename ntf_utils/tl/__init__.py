@@ -1,6 +1,8 @@
 """Tools that compute: fit a field, baselines, evaluation, domains, gradients."""
 
-__all__: list[str] = []
+from ._fit import fit
+
+__all__: list[str] = ["fit"]
 
 from ._baselines import (  # noqa: E402
     KNNBaseline,

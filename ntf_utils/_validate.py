@@ -1,0 +1,68 @@
+"""Input checks shared by the public API: each error names the problem and the fix."""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+
+
+def get_matrix(adata, layer: str | None = None):
+    """``adata.X`` or ``adata.layers[layer]``, with a helpful ``KeyError`` for a missing layer."""
+    if layer is None:
+        if adata.X is None:
+            raise ValueError("adata.X is empty (None); put values in X or pass layer=... naming a layer")
+        return adata.X
+    if layer not in adata.layers:
+        raise KeyError(f"layer {layer!r} not found; available layers: {list(adata.layers.keys())} (or layer=None for X)")
+    return adata.layers[layer]
+
+
+def to_dense_float32(matrix) -> np.ndarray:
+    """Dense float32 copy of a dense or scipy-sparse matrix."""
+    if sp.issparse(matrix):
+        return matrix.toarray().astype(np.float32, copy=False)
+    return np.asarray(matrix, dtype=np.float32)
+
+
+def check_finite_values(matrix, what: str) -> None:
+    """Raise when a (dense or sparse) matrix holds NaN or inf."""
+    data = matrix.data if sp.issparse(matrix) else np.asarray(matrix)
+    if data.dtype.kind in "fc" and not np.isfinite(data).all():
+        bad = int((~np.isfinite(data)).sum())
+        raise ValueError(f"{what} contains {bad} NaN/inf values; remove or impute them (e.g. np.nan_to_num) before fitting")
+
+
+def check_nonnegative_counts(matrix, what: str) -> None:
+    """Raise when count data holds negative values."""
+    data = matrix.data if sp.issparse(matrix) else np.asarray(matrix)
+    if data.size and data.min() < 0:
+        raise ValueError(
+            f"{what} has negative values (min {data.min():.3g}) but a count loss (poisson/nb) needs raw "
+            "non-negative counts; pass the raw counts layer, or use loss='mse' for normalised values"
+        )
+
+
+def get_coords(adata, key: str, n_cols: int | tuple[int, ...] = (3, 4)) -> np.ndarray:
+    """``adata.obsm[key]`` as float64, checked for shape and finiteness."""
+    if key not in adata.obsm:
+        hint = " Run ntf_utils.pp.stack_sections first to build it." if key == "spatial_3d" else ""
+        raise KeyError(f"obsm[{key!r}] not found; available obsm keys: {list(adata.obsm.keys())}.{hint}")
+    coords = np.asarray(adata.obsm[key], dtype=np.float64)
+    return check_coords(coords, f"obsm[{key!r}]", n_cols)
+
+
+def check_coords(coords, what: str, n_cols: int | tuple[int, ...] = (3, 4)) -> np.ndarray:
+    """Validate an ``(n, d)`` coordinate array; returns it as float64."""
+    allowed = (n_cols,) if isinstance(n_cols, int) else tuple(n_cols)
+    coords = np.asarray(coords, dtype=np.float64)
+    if coords.ndim == 1 and coords.shape[0] in allowed:
+        coords = coords[None, :]
+    if coords.ndim != 2 or coords.shape[1] not in allowed:
+        hint = ""
+        if coords.ndim == 2 and coords.shape[1] == 2:
+            hint = " It has 2 columns (x, y): add z (stack sections with ntf_utils.pp.stack_sections(..., z=...))."
+        raise ValueError(f"{what} must have shape (n, {' or '.join(map(str, allowed))}), got {coords.shape}.{hint}")
+    if not np.isfinite(coords).all():
+        bad = int((~np.isfinite(coords)).any(1).sum())
+        raise ValueError(f"{what} has NaN/inf in {bad} rows; drop those cells (adata[mask].copy()) or fix the coordinates")
+    return coords

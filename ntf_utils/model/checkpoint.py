@@ -1,0 +1,131 @@
+"""Atomic, code-free persistence of fields and training checkpoints.
+
+* A saved field is one safetensors file: tensors plus a JSON document in the header's metadata.
+  safetensors holds raw arrays only, so loading cannot execute code.
+* A training checkpoint (optimizer state, RNG state, counters) is written with ``torch.save`` and
+  read with ``torch.load(weights_only=True)``, which refuses anything but tensors and plain
+  containers.
+* Every write goes to a temporary file in the same directory, is flushed to disk, then renamed
+  over the target: a reader sees the old file or the new one, never half of one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+
+FORMAT_VERSION = 1
+TRAINING_CHECKPOINT = "training_checkpoint.pt"
+TRAINING_FINGERPRINT = "training_checkpoint.json"
+
+
+def atomic_write(path: Path, write) -> None:
+    """Call ``write(file_path)`` on a temporary sibling of ``path``, fsync it, rename it into place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        with open(tmp, "rb+") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def save_field_file(path: Path, tensors: dict[str, torch.Tensor], metadata: dict) -> None:
+    """Write tensors and a JSON metadata document as one safetensors file, atomically."""
+    from safetensors.torch import save_file
+
+    header = {"ntf": json.dumps({"format_version": FORMAT_VERSION, **metadata})}
+    tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+    atomic_write(Path(path), lambda tmp: save_file(tensors, tmp, metadata=header))
+
+
+def load_field_file(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
+    """Read a file written by :func:`save_field_file`; a damaged file gives a clear ``ValueError``."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no saved field at {path}; save one with field.save(path)")
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as handle:
+            header = handle.metadata() or {}
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as err:
+        raise ValueError(
+            f"{path} is not a readable ntf_utils field file (truncated, tampered with, or another format): {err}"
+        ) from err
+    if "ntf" not in header:
+        raise ValueError(f"{path} is a safetensors file but not an ntf_utils field (no 'ntf' metadata)")
+    try:
+        metadata = json.loads(header["ntf"])
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: the field's JSON metadata is damaged: {err}") from err
+    if metadata.get("format_version", 0) > FORMAT_VERSION:
+        raise ValueError(
+            f"{path} was written by a newer ntf_utils (format {metadata['format_version']}); upgrade ntf_utils"
+        )
+    return tensors, metadata
+
+
+def save_training_checkpoint(directory: Path, payload: dict, fingerprint: str) -> None:
+    """Write the resumable training state and its run fingerprint, atomically."""
+    directory = Path(directory)
+    payload = {**payload, "fingerprint": fingerprint}
+    atomic_write(directory / TRAINING_CHECKPOINT, lambda tmp: torch.save(payload, tmp))
+    note = {"fingerprint": fingerprint, "step": payload["state"]["step"]}
+    atomic_write(directory / TRAINING_FINGERPRINT, lambda tmp: Path(tmp).write_text(json.dumps(note)))
+
+
+def load_training_checkpoint(directory: Path, fingerprint: str) -> dict | None:
+    """The checkpoint in ``directory`` when it belongs to this run; None when there is none.
+
+    Raises
+    ------
+    ValueError
+        When the directory holds a checkpoint of a different run (other data or config), or a
+        damaged checkpoint.
+    """
+    directory = Path(directory)
+    ckpt_path = directory / TRAINING_CHECKPOINT
+    if not ckpt_path.exists():
+        return None
+    try:
+        payload = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+    except Exception as err:  # truncated zip, unpickling refused, ...
+        raise ValueError(
+            f"the training checkpoint {ckpt_path} cannot be read ({type(err).__name__}: {err}); "
+            "delete it to start the fit from scratch"
+        ) from err
+    if payload.get("fingerprint", None) not in (None, fingerprint) or _stored_fingerprint(directory) != fingerprint:
+        raise ValueError(
+            f"checkpoint_dir {directory} holds a checkpoint of a different run (other data, genes or config); "
+            "use a new checkpoint_dir, or delete the old checkpoint to start over"
+        )
+    return payload
+
+
+def _stored_fingerprint(directory: Path) -> str | None:
+    path = Path(directory) / TRAINING_FINGERPRINT
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text())["fingerprint"]
+    except (json.JSONDecodeError, KeyError) as err:
+        raise ValueError(f"{path} is damaged ({err}); delete the checkpoint directory's files to start over") from err

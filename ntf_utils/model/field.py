@@ -1,0 +1,376 @@
+"""`NTFField`: a trained field, queried anywhere in original units."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from scipy.spatial import cKDTree
+
+from .._validate import check_coords, get_coords
+from . import checkpoint as ckpt
+from .config import NTFConfig
+from .coords import CoordinateTransform
+from .network import FieldNetwork
+from .volume import Volume
+
+# A point is "inside the tissue" within this many finest grid cells of a training cell.
+SUPPORT_RADIUS = 1.5
+
+
+class NTFField:
+    """A continuous expression field learned from serial sections.
+
+    Build one with :func:`ntf_utils.tl.fit`; restore one with :meth:`load`. Every method takes and
+    returns coordinates in the original units of the training data.
+
+    Attributes
+    ----------
+    config
+        The resolved :class:`NTFConfig`.
+    genes
+        Gene names, in output order.
+    history
+        Training curve: a DataFrame with ``step``, ``loss`` and (when validated) ``val_loss``.
+    info
+        Plain-JSON facts about the fit (cells, seconds, device, backend, section z, ...).
+    """
+
+    def __init__(
+        self,
+        network: FieldNetwork,
+        config: NTFConfig,
+        transform: CoordinateTransform,
+        genes: list[str],
+        gene_mean: np.ndarray,
+        gene_std: np.ndarray,
+        support: np.ndarray,
+        history: list[dict] | None = None,
+        info: dict | None = None,
+    ) -> None:
+        self.network = network.eval()
+        self.config = config
+        self.transform = transform
+        self.genes = list(genes)
+        self._gene_pos = {g: i for i, g in enumerate(self.genes)}
+        self.gene_mean = np.asarray(gene_mean, dtype=np.float32)
+        self.gene_std = np.asarray(gene_std, dtype=np.float32)
+        self.support = np.asarray(support, dtype=np.float32)
+        self._support_tree = None
+        self.history = pd.DataFrame(history or [])
+        self.info = dict(info or {})
+
+    # -- basic facts --------------------------------------------------------------------------
+    @property
+    def n_genes(self) -> int:
+        return len(self.genes)
+
+    @property
+    def n_input_dims(self) -> int:
+        """3 for (x, y, z), 4 when the field has a time axis."""
+        return self.network.encoding.n_input_dims
+
+    @property
+    def device(self) -> torch.device:
+        return self.network.encoding.params.device
+
+    @property
+    def bounds(self) -> np.ndarray:
+        """``(D, 2)`` min/max of the training coordinates, original units."""
+        return np.asarray(self.info["bounds"], dtype=np.float64)
+
+    def __repr__(self) -> str:
+        c = self.config
+        return (
+            f"NTFField({self.n_genes} genes, {self.n_input_dims}D input, hash grid {c.n_levels} levels x "
+            f"{c.n_features_per_level} features, 2^{c.log2_hashmap_size} table, resolution "
+            f"{c.base_resolution:.3g}..{c.finest_resolution:.3g}, latent {c.latent_dim}, loss {c.loss!r})"
+        )
+
+    def to(self, device) -> NTFField:
+        """Move the network to ``device`` (e.g. ``"cuda"``); returns self."""
+        self.network.to(device)
+        return self
+
+    # -- queries ------------------------------------------------------------------------------
+    def gene_index(self, genes) -> np.ndarray:
+        """Output columns of ``genes`` (None: all); unknown genes raise ``KeyError``."""
+        if genes is None:
+            return np.arange(self.n_genes)
+        if isinstance(genes, str):
+            genes = [genes]
+        missing = [g for g in genes if g not in self._gene_pos]
+        if missing:
+            raise KeyError(
+                f"{len(missing)} gene(s) are not in this field, e.g. {missing[:5]}; the field was trained on "
+                f"{self.n_genes} genes (field.genes), e.g. {self.genes[:5]}"
+            )
+        return np.array([self._gene_pos[g] for g in genes], dtype=np.int64)
+
+    def _prepare_coords(self, coords, time) -> np.ndarray:
+        coords = check_coords(coords, "coords", n_cols=(3, 4))
+        if self.n_input_dims == 4 and coords.shape[1] == 3:
+            if time is None:
+                raise ValueError("this field has a time axis: pass (n, 4) coordinates or time=<stage>")
+            coords = np.column_stack([coords, np.full(len(coords), float(time))])
+        elif self.n_input_dims == 3 and coords.shape[1] == 4:
+            raise ValueError("this field has no time axis: pass (n, 3) coordinates (x, y, z)")
+        return coords
+
+    def _output_to_values(self, out: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        if self.config.loss == "mse":
+            std = torch.as_tensor(self.gene_std, device=out.device)[index]
+            mean = torch.as_tensor(self.gene_mean, device=out.device)[index]
+            return out * std + mean
+        return torch.exp(out.clamp(max=30.0))  # expected counts at the median library size
+
+    def predict(self, coords, genes=None, *, time=None, batch_size: int = 65536) -> np.ndarray:
+        """Expression at arbitrary coordinates.
+
+        Parameters
+        ----------
+        coords
+            ``(n, 3)`` (x, y, z) or ``(n, 4)`` (x, y, z, time) in original units.
+        genes
+            Gene names to predict (default all). Fewer genes cost proportionally less: the decoder
+            is linear in the latent.
+        time
+            Time for a field with a time axis when ``coords`` has 3 columns.
+        batch_size
+            Points per chunk; memory stays bounded by it whatever ``n`` is.
+
+        Returns
+        -------
+        ``(n, len(genes))`` float32 array in the space of the training target (log-normalised values
+        for the MSE loss; expected counts at the median library size for count losses).
+        """
+        coords = self._prepare_coords(coords, time)
+        index = torch.as_tensor(self.gene_index(genes), device=self.device)
+        out = np.empty((len(coords), len(index)), dtype=np.float32)
+        with torch.no_grad():
+            for start in range(0, len(coords), batch_size):
+                u = torch.from_numpy(self.transform.to_unit(coords[start : start + batch_size])).to(self.device)
+                raw = self.network(u, index)
+                out[start : start + len(u)] = self._output_to_values(raw, index).cpu().numpy()
+        return out
+
+    def latent(self, coords, *, time=None, batch_size: int = 65536) -> np.ndarray:
+        """The ``(n, latent_dim)`` latent: a compact description of the expression state at each point."""
+        coords = self._prepare_coords(coords, time)
+        out = np.empty((len(coords), self.config.latent_dim), dtype=np.float32)
+        with torch.no_grad():
+            for start in range(0, len(coords), batch_size):
+                u = torch.from_numpy(self.transform.to_unit(coords[start : start + batch_size])).to(self.device)
+                out[start : start + len(u)] = self.network.latent(u).cpu().numpy()
+        return out
+
+    def gradient(self, coords, genes=None, *, time=None, batch_size: int = 16384) -> np.ndarray:
+        """Spatial gradient of expression by autograd, in value units per original coordinate unit.
+
+        Returns
+        -------
+        ``(n, len(genes), D)`` float32 array: d value / d (x, y, z[, time]).
+        """
+        coords = self._prepare_coords(coords, time)
+        index = torch.as_tensor(self.gene_index(genes), device=self.device)
+        scale = torch.as_tensor(self.transform.scale, dtype=torch.float32, device=self.device)
+        out = np.empty((len(coords), len(index), coords.shape[1]), dtype=np.float32)
+        for start in range(0, len(coords), batch_size):
+            u = torch.from_numpy(self.transform.to_unit(coords[start : start + batch_size])).to(self.device)
+            u.requires_grad_(True)
+            values = self._output_to_values(self.network(u, index), index)
+            for j in range(len(index)):
+                (grad,) = torch.autograd.grad(values[:, j].sum(), u, retain_graph=j < len(index) - 1)
+                out[start : start + len(u), j] = (grad * scale).detach().cpu().numpy()  # chain rule du/dx
+        return out
+
+    # -- tissue support -----------------------------------------------------------------------
+    def inside(self, coords) -> np.ndarray:
+        """True where a point lies within the sampled tissue (near a training cell, in grid units)."""
+        coords = check_coords(coords, "coords", n_cols=(3, 4))[:, :3]
+        if self._support_tree is None:
+            self._support_tree = cKDTree(self.support)
+        res = self.config.finest_resolution
+        u = (0.5 + (coords - self.transform.center[:3]) * self.transform.scale[:3]) * res
+        dist, _ = self._support_tree.query(u, k=1, distance_upper_bound=SUPPORT_RADIUS + 1e-9)
+        return np.isfinite(dist)
+
+    # -- AnnData-level tools ------------------------------------------------------------------
+    def denoise(self, adata, layer_added: str = "ntf", *, spatial_key: str = "spatial_3d", time_key=None,
+                copy: bool = False):
+        """Write the field's prediction at every measured cell into ``adata.layers[layer_added]``.
+
+        Parameters
+        ----------
+        adata
+            Cells with coordinates in ``obsm[spatial_key]``; its genes must be in the field.
+        layer_added
+            Layer to write.
+        spatial_key
+            Coordinates key in ``obsm``.
+        time_key
+            ``obs`` column with time, for a field with a time axis.
+        copy
+            Return a denoised copy instead of writing into ``adata``.
+
+        Returns
+        -------
+        None, or the new AnnData when ``copy=True``.
+        """
+        coords = get_coords(adata, spatial_key, n_cols=(3, 4))
+        if time_key is not None:
+            coords = np.column_stack([coords[:, :3], adata.obs[time_key].to_numpy(dtype=np.float64)])
+        values = self.predict(coords, genes=list(adata.var_names))
+        target = adata.copy() if copy else adata
+        target.layers[layer_added] = values
+        return target if copy else None
+
+    def slice(self, z: float, resolution: float | None = None, *, genes=None, bounds=None, time=None,
+              inside_only: bool = True):
+        """A virtual section at height ``z``: a regular in-plane grid of predicted spots.
+
+        Parameters
+        ----------
+        z
+            Height of the section, original units (any value, not only measured ones).
+        resolution
+            Spot spacing in-plane (default: the training data's median in-plane cell spacing).
+        genes
+            Genes to predict (default all).
+        bounds
+            ``((xmin, xmax), (ymin, ymax))``; default the training bounds.
+        time
+            Time, for a field with a time axis.
+        inside_only
+            Keep only spots within the sampled tissue (see :meth:`inside`).
+
+        Returns
+        -------
+        AnnData with ``obsm['spatial']`` (x, y), ``obsm['spatial_3d']``, ``obs['z']``.
+        """
+        import anndata as ad
+
+        resolution = float(resolution or self.info["xy_spacing"])
+        if resolution <= 0:
+            raise ValueError(f"resolution must be > 0, got {resolution}")
+        (x0, x1), (y0, y1) = bounds if bounds is not None else self.bounds[:2]
+        nx, ny = int(np.floor((x1 - x0) / resolution)) + 1, int(np.floor((y1 - y0) / resolution)) + 1
+        if nx * ny > 50_000_000:
+            raise MemoryError(f"a {nx} x {ny} slice is too large; pass a coarser resolution")
+        xs, ys = x0 + resolution * np.arange(nx), y0 + resolution * np.arange(ny)
+        gx, gy = np.meshgrid(xs, ys, indexing="ij")
+        coords = np.column_stack([gx.ravel(), gy.ravel(), np.full(gx.size, float(z))])
+        if inside_only:
+            coords = coords[self.inside(coords)]
+        gene_list = [self.genes[i] for i in self.gene_index(genes)]
+        values = self.predict(coords, gene_list, time=time)
+        out = ad.AnnData(X=values, var=pd.DataFrame(index=gene_list))
+        out.obs_names = [f"virtual_{i}" for i in range(out.n_obs)]
+        out.obsm["spatial"] = coords[:, :2].copy()
+        out.obsm["spatial_3d"] = coords
+        out.obs["z"] = float(z)
+        out.obs["section"] = pd.Categorical([f"virtual z={z:g}"] * out.n_obs)
+        return out
+
+    def render(self, shape=64, genes=None, *, bounds=None, time=None, batch_size: int = 65536,
+               max_bytes: float = 4e9) -> Volume:
+        """Predict a dense voxel volume.
+
+        Parameters
+        ----------
+        shape
+            Voxels per axis: an int (longest axis; the others keep the data's aspect ratio) or
+            ``(nx, ny, nz)``.
+        genes
+            Genes to render (default all).
+        bounds
+            ``(3, 2)`` box in original units (default the training bounds).
+        time
+            Time, for a field with a time axis.
+        max_bytes
+            Refuse (with the size needed) volumes larger than this; render a few genes, a smaller
+            shape, or stream to disk with :func:`ntf_utils.tl.render_to_zarr` instead.
+
+        Returns
+        -------
+        :class:`~ntf_utils.model.volume.Volume`
+        """
+        box = np.asarray(bounds if bounds is not None else self.bounds[:3], dtype=np.float64)
+        if box.shape != (3, 2):
+            raise ValueError(f"bounds must be ((xmin, xmax), (ymin, ymax), (zmin, zmax)), got shape {box.shape}")
+        shape = self.grid_shape(shape, box)
+        gene_list = [self.genes[i] for i in self.gene_index(genes)]
+        needed = float(np.prod(shape)) * len(gene_list) * 4
+        if needed > max_bytes:
+            raise MemoryError(
+                f"rendering {shape} voxels x {len(gene_list)} genes needs {needed / 1e9:.1f} GB (max_bytes="
+                f"{max_bytes / 1e9:.1f} GB); render fewer genes or a smaller shape, or write to disk in chunks"
+            )
+        axes = tuple(np.linspace(lo, hi, n) for (lo, hi), n in zip(box, shape))
+        volume = Volume(np.empty((*shape, len(gene_list)), np.float32), axes, gene_list, np.zeros(shape, bool))
+        coords = volume.coords()
+        volume.values.reshape(-1, len(gene_list))[:] = self.predict(coords, gene_list, time=time, batch_size=batch_size)
+        volume.mask.reshape(-1)[:] = self.inside(coords)
+        return volume
+
+    def grid_shape(self, shape, box: np.ndarray) -> tuple[int, int, int]:
+        """Voxel counts for ``shape`` (int = voxels along the longest axis of ``box``)."""
+        if np.isscalar(shape):
+            extent = np.maximum(box[:, 1] - box[:, 0], 1e-12)
+            out = np.maximum(1, np.round(extent / extent.max() * int(shape))).astype(int)
+            # keep at least one voxel per section along a thin z
+            out[2] = max(out[2], min(int(shape), len(self.info.get("section_z", [])) or 1))
+            return tuple(int(v) for v in out)
+        shape = tuple(int(v) for v in shape)
+        if len(shape) != 3 or min(shape) < 1:
+            raise ValueError(f"shape must be an int or three positive ints, got {shape}")
+        return shape
+
+    # -- persistence --------------------------------------------------------------------------
+    def save(self, path) -> Path:
+        """Save to one safetensors file (weights + JSON config), atomically.
+
+        Loading never executes code: the file holds raw arrays and JSON only.
+        """
+        path = Path(path)
+        tensors = {f"network.{k}": v for k, v in self.network.state_dict().items()}
+        tensors["gene_mean"] = torch.from_numpy(self.gene_mean)
+        tensors["gene_std"] = torch.from_numpy(self.gene_std)
+        tensors["support"] = torch.from_numpy(self.support)
+        metadata = {
+            "config": self.config.to_dict(),
+            "transform": self.transform.to_dict(),
+            "genes": self.genes,
+            "n_input_dims": self.n_input_dims,
+            "history": self.history.to_dict(orient="list"),
+            "info": self.info,
+        }
+        ckpt.save_field_file(path, tensors, metadata)
+        return path
+
+    @classmethod
+    def load(cls, path, device: str | torch.device = "cpu") -> NTFField:
+        """Load a field written by :meth:`save` (no code is executed; damaged files raise ``ValueError``)."""
+        tensors, meta = ckpt.load_field_file(Path(path))
+        try:
+            config = NTFConfig.from_dict(meta["config"])
+            network = FieldNetwork(config, int(meta["n_input_dims"]), len(meta["genes"]))
+            state = {k[len("network."):]: v for k, v in tensors.items() if k.startswith("network.")}
+            network.load_state_dict(state)
+            history = pd.DataFrame(meta.get("history", {})).to_dict(orient="records")
+            field = cls(
+                network.to(device), config, CoordinateTransform.from_dict(meta["transform"]), meta["genes"],
+                tensors["gene_mean"].numpy(), tensors["gene_std"].numpy(), tensors["support"].numpy(),
+                history, meta.get("info", {}),
+            )
+        except (KeyError, RuntimeError, TypeError) as err:
+            raise ValueError(f"{path} does not hold a complete ntf_utils field: {err}") from err
+        return field
+
+    def describe(self) -> dict:
+        """Plain-JSON description: config, transform, genes and fit info."""
+        return json.loads(json.dumps({"config": self.config.to_dict(), "transform": self.transform.to_dict(),
+                                      "n_genes": self.n_genes, "info": self.info}))

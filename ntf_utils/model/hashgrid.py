@@ -1,0 +1,245 @@
+"""Multi-resolution hash-grid encoding with tiny-cuda-nn's definition, behind one class.
+
+Two backends share one parameter layout (tcnn's flat vector: level-major, then table row, then
+feature), so a field trained with one evaluates identically with the other:
+
+* ``"torch"``: pure PyTorch, CPU and CUDA, the default and the tested reference path;
+* ``"tcnn"``: ``tinycudann.Encoding`` when it imports and the parameters live on a CUDA device.
+
+See :mod:`ntf_utils.model.reference` for the definition written out point by point.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from .reference import PRIMES, level_resolution, level_scale, level_table_size
+
+_UINT32 = 0xFFFFFFFF
+
+
+def tcnn_available() -> bool:
+    """True when ``tinycudann`` imports and a CUDA device is present."""
+    if not torch.cuda.is_available():
+        return False
+    try:
+        import tinycudann  # noqa: F401
+    except Exception:  # ImportError, or a CUDA/ABI mismatch raised at import
+        return False
+    return True
+
+
+class HashGridEncoding(nn.Module):
+    """instant-ngp / tiny-cuda-nn multi-resolution hash-grid encoding.
+
+    Parameters
+    ----------
+    n_input_dims
+        Spatial dimensions of the input (3 for x, y, z; 4 with time). Inputs must lie in ``[0, 1]``.
+    n_levels
+        Number of resolution levels ``L``.
+    n_features_per_level
+        Features ``F`` stored per table entry.
+    log2_hashmap_size
+        ``T``: each level's table holds at most ``2**T`` entries; levels whose dense grid fits are
+        stored densely (no hashing), finer ones are hashed with tcnn's spatial-hash primes.
+    base_resolution
+        Resolution of the coarsest level.
+    per_level_scale
+        Growth factor of the resolution between consecutive levels.
+    implementation
+        ``"torch"``, ``"tcnn"`` or ``"auto"`` (tcnn when :func:`tcnn_available`, else torch).
+
+    Notes
+    -----
+    The output has ``L * F`` columns, level-major. Parameters are initialised uniformly in
+    ``[-1e-4, 1e-4]`` as in tcnn.
+    """
+
+    def __init__(
+        self,
+        n_input_dims: int = 3,
+        n_levels: int = 16,
+        n_features_per_level: int = 2,
+        log2_hashmap_size: int = 19,
+        base_resolution: float = 16.0,
+        per_level_scale: float = 1.5,
+        implementation: str = "auto",
+    ) -> None:
+        super().__init__()
+        if implementation not in ("auto", "torch", "tcnn"):
+            raise ValueError(f"implementation must be 'auto', 'torch' or 'tcnn', not {implementation!r}")
+        if not 1 <= n_input_dims <= len(PRIMES):
+            raise ValueError(f"n_input_dims must be between 1 and {len(PRIMES)}, not {n_input_dims}")
+        self.n_input_dims = n_input_dims
+        self.n_levels = n_levels
+        self.n_features_per_level = n_features_per_level
+        self.log2_hashmap_size = log2_hashmap_size
+        self.base_resolution = float(base_resolution)
+        self.per_level_scale = float(per_level_scale)
+
+        scales = [level_scale(lvl, base_resolution, per_level_scale) for lvl in range(n_levels)]
+        resolutions = [level_resolution(s) for s in scales]
+        sizes = [level_table_size(r, n_input_dims, log2_hashmap_size) for r in resolutions]
+        self.resolutions = resolutions
+        self.table_sizes = sizes
+        self.register_buffer("_scales", torch.tensor(scales, dtype=torch.float32), persistent=False)
+        self.register_buffer("_sizes", torch.tensor(sizes, dtype=torch.int32), persistent=False)
+        self.register_buffer("_offsets", torch.tensor(np.cumsum([0] + sizes[:-1]), dtype=torch.int32),
+                             persistent=False)
+        # A level is dense when its whole grid fits its table: then index = row-major position.
+        dense = [r**n_input_dims <= s for r, s in zip(resolutions, sizes)]
+        self.register_buffer("_dense", torch.tensor(dense), persistent=False)
+        strides = [[min(r**d, 2**30) for d in range(n_input_dims)] for r in resolutions]  # hashed levels ignore it
+        self.register_buffer("_strides", torch.tensor(strides, dtype=torch.int32), persistent=False)
+        primes = [p - 2**32 if p >= 2**31 else p for p in PRIMES[:n_input_dims]]  # same bits as uint32
+        self.register_buffer("_primes", torch.tensor(primes, dtype=torch.int32), persistent=False)
+        corners = [[(c >> d) & 1 for d in range(n_input_dims)] for c in range(2**n_input_dims)]
+        self.register_buffer("_corners", torch.tensor(corners, dtype=torch.int64), persistent=False)
+
+        self.n_params = sum(sizes) * n_features_per_level
+        self.params = nn.Parameter(torch.empty(self.n_params).uniform_(-1e-4, 1e-4))
+        self.implementation = implementation
+        self._tcnn = None
+
+    # -- public helpers ---------------------------------------------------------------------
+    @property
+    def n_output_dims(self) -> int:
+        """Width of the encoding: ``n_levels * n_features_per_level``."""
+        return self.n_levels * self.n_features_per_level
+
+    def get_out_dim(self) -> int:
+        """Width of the encoding (nerfstudio's name)."""
+        return self.n_output_dims
+
+    def tcnn_config(self) -> dict:
+        """The equivalent tiny-cuda-nn encoding config dict."""
+        return {
+            "otype": "HashGrid",
+            "n_levels": self.n_levels,
+            "n_features_per_level": self.n_features_per_level,
+            "log2_hashmap_size": self.log2_hashmap_size,
+            "base_resolution": self.base_resolution,
+            "per_level_scale": self.per_level_scale,
+            "interpolation": "Linear",
+        }
+
+    def backend(self, device: torch.device | None = None) -> str:
+        """The backend a forward pass on ``device`` uses."""
+        device = device or self.params.device
+        if self.implementation == "torch":
+            return "torch"
+        usable = device.type == "cuda" and tcnn_available()
+        if self.implementation == "tcnn" and not usable:
+            raise RuntimeError(
+                "implementation='tcnn' needs tinycudann and a CUDA device; install tiny-cuda-nn's torch "
+                "bindings or use implementation='torch'"
+            )
+        return "tcnn" if usable else "torch"
+
+    # -- forward ----------------------------------------------------------------------------
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Encode points.
+
+        Parameters
+        ----------
+        x
+            ``(n, n_input_dims)`` float tensor in ``[0, 1]``.
+
+        Returns
+        -------
+        ``(n, n_levels * n_features_per_level)`` float32 tensor.
+        """
+        if self.backend(x.device) == "tcnn":
+            return self._forward_tcnn(x)
+        return self._forward_torch(x)
+
+    def corner_rows_and_weights(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Table rows and (bi/tri)linear weights of every corner at every level.
+
+        Corner ``c`` has bit ``d`` set when it is the upper neighbour along axis ``d``.
+
+        Returns
+        -------
+        rows
+            ``(n, L, 2**D)`` int32 rows into the flat ``(sum(table_sizes), F)`` table.
+        weights
+            ``(n, L, 2**D)`` float32 interpolation weights (they sum to 1 over corners).
+        """
+        x = x.to(torch.float32)
+        n = x.shape[0]
+        pos = x[:, None, :] * self._scales[None, :, None] + 0.5  # (n, L, D), tcnn's half-cell offset
+        cell = torch.floor(pos)
+        frac = pos - cell
+        # int32 arithmetic is exact here: the hash wraps modulo 2**32 like tcnn's uint32, hashed
+        # tables have power-of-two sizes (so the sign bit does not change the remainder), and
+        # dense indices are far below 2**31.
+        cell = cell.to(torch.int32)
+        # Separable per axis: each corner combines the lower/upper value of every axis, so the
+        # per-axis work is done on (n, L, 2) and only the combination is (n, L, 2**D).
+        lower_upper = torch.stack([cell, cell + 1], dim=-1)  # (n, L, D, 2)
+        weight_lu = torch.stack([1.0 - frac, frac], dim=-1)
+        dense_lu = lower_upper * self._strides[None, :, :, None]
+        hash_lu = lower_upper * self._primes[None, None, :, None]
+        dense_index = dense_lu[:, :, 0]
+        hash_index = hash_lu[:, :, 0]
+        weights = weight_lu[:, :, 0]
+        for d in range(1, self.n_input_dims):
+            # new axis goes in front so that bit d of the flat corner index selects it
+            dense_index = (dense_lu[:, :, d, :, None] + dense_index[:, :, None, :]).reshape(n, self.n_levels, -1)
+            hash_index = (hash_lu[:, :, d, :, None] ^ hash_index[:, :, None, :]).reshape(n, self.n_levels, -1)
+            weights = (weight_lu[:, :, d, :, None] * weights[:, :, None, :]).reshape(n, self.n_levels, -1)
+        index = torch.where(self._dense[None, :, None], dense_index, hash_index)
+        rows = index % self._sizes[None, :, None] + self._offsets[None, :, None]
+        return rows, weights
+
+    def _forward_torch(self, x: torch.Tensor) -> torch.Tensor:
+        rows, weights = self.corner_rows_and_weights(x)
+        table = self.params.view(-1, self.n_features_per_level)
+        out = _InterpolateTable.apply(table, rows, weights)  # (n, L, F)
+        return out.reshape(x.shape[0], self.n_output_dims)
+
+    def _forward_tcnn(self, x: torch.Tensor) -> torch.Tensor:
+        import tinycudann as tcnn
+
+        if self._tcnn is None:
+            self._tcnn = tcnn.Encoding(self.n_input_dims, self.tcnn_config(), dtype=torch.float32)
+            self._tcnn.to(x.device)
+        # Share one parameter tensor: the layouts are identical, so no copy is needed.
+        self._tcnn.params = self.params
+        return self._tcnn(x.contiguous()).to(torch.float32)
+
+
+def _gather(table: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """``table[rows]`` via ``index_select``, which is faster than advanced indexing on CPU."""
+    return table.index_select(0, rows.reshape(-1)).view(*rows.shape, table.shape[1])
+
+
+class _InterpolateTable(torch.autograd.Function):
+    """``sum_c weights[..., c] * table[rows[..., c]]`` with a scatter-add backward.
+
+    PyTorch's generic embedding backward is several times slower on CPU than one ``index_add_``;
+    the weight gradient (needed for spatial gradients of the field) is computed only when asked.
+    """
+
+    @staticmethod
+    def forward(ctx, table, rows, weights):
+        corner_feats = _gather(table, rows)  # (n, L, C, F)
+        ctx.save_for_backward(table, rows, weights)
+        return torch.einsum("nlc,nlcf->nlf", weights.to(table.dtype), corner_feats)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        table, rows, weights = ctx.saved_tensors
+        grad_table = grad_weights = None
+        if ctx.needs_input_grad[0]:
+            contrib = weights.to(grad_out.dtype)[..., None] * grad_out[:, :, None, :]  # (n, L, C, F)
+            # index_add_ has a fast path for int64 indices only (int32 is several times slower)
+            grad_table = torch.zeros_like(table).index_add_(
+                0, rows.reshape(-1).long(), contrib.reshape(-1, table.shape[1])
+            )
+        if ctx.needs_input_grad[2]:
+            grad_weights = torch.einsum("nlcf,nlf->nlc", _gather(table, rows), grad_out).to(weights.dtype)
+        return grad_table, None, grad_weights

@@ -1,0 +1,224 @@
+"""The training loop: minibatches of cells, Adam, PSF jitter, early stopping, checkpoints, resume."""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import checkpoint as ckpt
+from .config import NTFConfig
+from .losses import mse_loss, nb_loss, poisson_loss
+from .network import FieldNetwork
+
+
+@dataclass
+class InMemoryCells:
+    """Training cells held as tensors: unit-cube coordinates and targets.
+
+    Attributes
+    ----------
+    u
+        ``(n, D)`` float32 coordinates in the unit cube.
+    target
+        ``(n, G)`` float32 standardised values (MSE) or raw counts (count losses).
+    log_size
+        ``(n, 1)`` log size factors for count losses, else None.
+    mask
+        ``(n, G)`` float32, 1 where measured (outer-joined genes), else None.
+    """
+
+    u: torch.Tensor
+    target: torch.Tensor
+    log_size: torch.Tensor | None = None
+    mask: torch.Tensor | None = None
+
+    def __len__(self) -> int:
+        return self.u.shape[0]
+
+    def batch(self, index: torch.Tensor, device: torch.device):
+        """The cells at ``index``, moved to ``device``."""
+
+        def take(t):
+            return None if t is None else t.index_select(0, index).to(device, non_blocking=True)
+
+        return take(self.u), take(self.target), take(self.log_size), take(self.mask)
+
+    def sample_index(self, generator: torch.Generator, batch_size: int) -> torch.Tensor:
+        """Uniform random cell indices (with replacement across steps, without within one)."""
+        n = len(self)
+        if batch_size >= n:
+            return torch.randperm(n, generator=generator)
+        return torch.randint(0, n, (batch_size,), generator=generator)
+
+
+@dataclass
+class TrainState:
+    """Everything needed to continue a run bit for bit."""
+
+    step: int = 0
+    best_val: float = math.inf
+    best_step: int = 0
+    bad_evals: int = 0
+    history: list = field(default_factory=list)  # dicts: step, loss, val_loss
+    stopped_early: bool = False
+
+
+def loss_fn(config: NTFConfig, network: FieldNetwork, output, target, log_size, mask):
+    """The configured loss on one batch."""
+    if config.loss == "mse":
+        return mse_loss(output, target, mask)
+    if config.loss == "poisson":
+        return poisson_loss(output, target, log_size, mask)
+    return nb_loss(output, target, log_size, network.log_theta, mask)
+
+
+def make_optimizer(network: FieldNetwork, config: NTFConfig) -> torch.optim.Optimizer:
+    """Adam with instant-ngp's settings for the table (beta2 0.99, eps 1e-15)."""
+    mlp = [p for n, p in network.named_parameters() if not n.startswith("encoding.")]
+    groups = [
+        {"params": [network.encoding.params], "weight_decay": config.grid_weight_decay},
+        {"params": mlp, "weight_decay": config.mlp_weight_decay},
+    ]
+    return torch.optim.Adam(groups, lr=config.lr, betas=(0.9, 0.99), eps=1e-15, fused=True)
+
+
+def lr_at(step: int, config: NTFConfig) -> float:
+    """Cosine decay from ``lr`` to ``lr / 20`` over the run, after a short warm-up."""
+    warmup = min(100, config.steps // 10)
+    if step < warmup:
+        return config.lr * (step + 1) / warmup
+    progress = (step - warmup) / max(1, config.steps - warmup)
+    return config.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
+
+
+@torch.no_grad()
+def evaluate_loss(network, config, cells: InMemoryCells, device, batch_size: int = 65536) -> float:
+    """Mean loss over all cells, without jitter."""
+    network.eval()
+    total, count = 0.0, 0
+    for start in range(0, len(cells), batch_size):
+        index = torch.arange(start, min(start + batch_size, len(cells)))
+        u, target, log_size, mask = cells.batch(index, device)
+        out = network(u)
+        total += float(loss_fn(config, network, out, target, log_size, mask)) * len(index)
+        count += len(index)
+    network.train()
+    return total / max(count, 1)
+
+
+def train(
+    network: FieldNetwork,
+    config: NTFConfig,
+    cells: InMemoryCells,
+    *,
+    validation: InMemoryCells | None,
+    seed: int,
+    device: torch.device,
+    checkpoint_dir: Path | None = None,
+    fingerprint: str = "",
+    progress: bool = True,
+) -> TrainState:
+    """Fit ``network`` in place; returns the final :class:`TrainState`.
+
+    With ``checkpoint_dir``, a checkpoint of the same run found there is resumed, and a new one is
+    written atomically every ``config.checkpoint_every`` steps and at the end.
+    """
+    optimizer = make_optimizer(network, config)
+    generator = torch.Generator().manual_seed(seed + 1)
+    state = TrainState()
+    best_weights = None
+    if checkpoint_dir is not None:
+        resumed = ckpt.load_training_checkpoint(checkpoint_dir, fingerprint)
+        if resumed is not None:
+            network.load_state_dict(resumed["network"])
+            optimizer.load_state_dict(resumed["optimizer"])
+            generator.set_state(resumed["generator"])
+            best_weights = resumed.get("best_network")
+            state = TrainState(**resumed["state"])
+    sigma = config.psf_sigma / config.finest_resolution  # PSF width in unit-cube units (isotropic there)
+
+    bar = _progress_bar(config.steps, state.step, progress)
+    network.train()
+    while state.step < config.steps and not state.stopped_early:
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(state.step, config)
+        index = cells.sample_index(generator, config.batch_size)
+        u, target, log_size, mask = cells.batch(index, device)
+        if sigma > 0:
+            noise = torch.randn(u.shape, generator=generator).to(device) * sigma
+            u = (u + noise).clamp_(0.0, 1.0)
+        latent = network.latent(u)
+        loss = loss_fn(config, network, network.decode(latent), target, log_size, mask)
+        if config.smoothness > 0:
+            shift = torch.randn(u.shape, generator=generator).to(device) * (1.0 / config.finest_resolution)
+            neighbour = network.latent((u + shift).clamp(0.0, 1.0))
+            loss = loss + config.smoothness * ((latent - neighbour) ** 2).mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        state.step += 1
+        record = {"step": state.step, "loss": loss.item()}
+        if validation is not None and (state.step % config.eval_every == 0 or state.step == config.steps):
+            val = evaluate_loss(network, config, validation, device)
+            record["val_loss"] = val
+            if not math.isfinite(state.best_val) or val < state.best_val - 1e-5 * abs(state.best_val):
+                state.best_val, state.best_step, state.bad_evals = val, state.step, 0
+                best_weights = copy.deepcopy(network.state_dict())
+            else:
+                state.bad_evals += 1
+                state.stopped_early = state.bad_evals >= config.patience
+        state.history.append(record)
+        if bar is not None:
+            bar.update(1)
+            if state.step % 20 == 0:
+                bar.set_postfix(loss=f"{record['loss']:.4f}", val=f"{state.best_val:.4f}")
+        if checkpoint_dir is not None and state.step % config.checkpoint_every == 0:
+            _save(checkpoint_dir, network, optimizer, generator, best_weights, state, fingerprint)
+    if bar is not None:
+        bar.close()
+    if best_weights is not None:
+        network.load_state_dict(best_weights)
+    if checkpoint_dir is not None:
+        _save(checkpoint_dir, network, optimizer, generator, best_weights, state, fingerprint)
+    network.eval()
+    return state
+
+
+def _save(directory, network, optimizer, generator, best_weights, state, fingerprint) -> None:
+    ckpt.save_training_checkpoint(
+        directory,
+        {
+            "network": network.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "generator": generator.get_state(),
+            "best_network": best_weights,
+            "state": {k: v for k, v in vars(state).items()},
+        },
+        fingerprint,
+    )
+
+
+def _progress_bar(total: int, initial: int, enabled: bool):
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, desc="fitting field", unit="step", leave=True)
+
+
+def standardise(values: np.ndarray, mask: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """Per-gene mean and standard deviation (over measured entries); constant genes get std 1."""
+    if mask is None:
+        mean = values.mean(0)
+        std = values.std(0)
+    else:
+        count = np.maximum(mask.sum(0), 1)
+        mean = (values * mask).sum(0) / count
+        std = np.sqrt((((values - mean) * mask) ** 2).sum(0) / count)
+    std = np.where(std > 1e-8, std, 1.0)
+    return mean.astype(np.float32), std.astype(np.float32)

@@ -1,0 +1,66 @@
+"""Split a stacked AnnData into training and held-out sections."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def split_sections(adata, holdout=None, keep_fraction: float | None = None, seed: int = 0, *, section_key: str = "section"):
+    """Split cells into (train, test) by whole sections.
+
+    Parameters
+    ----------
+    adata
+        A stacked AnnData (see :func:`stack_sections`).
+    holdout
+        Sections to hold out: a list of section names or z values, or an int ``k`` to hold out ``k``
+        random interior sections (drawn with ``seed``).
+    keep_fraction
+        Keep this fraction of the sections for training, evenly spaced along z and always including
+        both end sections (so the held-out ones are interpolations): ``0.1`` keeps every 10th.
+    seed
+        Seed for a random ``holdout``.
+    section_key
+        Column of ``obs`` with section labels.
+
+    Returns
+    -------
+    ``(train, test)``: two new AnnData objects (copies).
+    """
+    if (holdout is None) == (keep_fraction is None):
+        raise ValueError("pass exactly one of holdout=[sections] or keep_fraction=<0..1>")
+    if section_key not in adata.obs:
+        raise KeyError(f"obs[{section_key!r}] not found; stack the sections first with ntf_utils.pp.stack_sections")
+    labels = adata.obs[section_key].astype(str).to_numpy()
+    z_by_section = {}
+    for name, z in zip(labels, np.asarray(adata.obs["z"]) if "z" in adata.obs else np.zeros(len(labels))):
+        z_by_section.setdefault(name, float(z))
+    ordered = sorted(z_by_section, key=lambda n: (z_by_section[n], n))
+    n = len(ordered)
+    if keep_fraction is not None:
+        if not 0 < keep_fraction <= 1:
+            raise ValueError(f"keep_fraction must be in (0, 1], got {keep_fraction}")
+        n_keep = min(n, max(2, int(round(keep_fraction * n))))
+        keep = set(np.unique(np.round(np.linspace(0, n - 1, n_keep)).astype(int)).tolist())
+        test_names = {ordered[i] for i in range(n) if i not in keep}
+    elif isinstance(holdout, (int, np.integer)) and not isinstance(holdout, bool):
+        if not 0 < holdout <= n - 2:
+            raise ValueError(f"holdout={holdout} must be between 1 and n_sections - 2 = {n - 2}")
+        rng = np.random.default_rng(seed)
+        test_names = set(rng.choice(ordered[1:-1], size=int(holdout), replace=False).tolist())
+    else:
+        test_names = set()
+        for item in holdout:
+            if str(item) in z_by_section:
+                test_names.add(str(item))
+                continue
+            matches = [name for name, z in z_by_section.items() if isinstance(item, (int, float)) and np.isclose(z, item)]
+            if not matches:
+                raise KeyError(f"holdout section {item!r} is neither a section name nor a z value; sections: {ordered[:10]}...")
+            test_names.update(matches)
+    if not test_names:
+        raise ValueError("the split holds out no section; hold out at least one")
+    if len(test_names) == n:
+        raise ValueError("the split holds out every section; keep at least one for training")
+    is_test = np.isin(labels, list(test_names))
+    return adata[~is_test].copy(), adata[is_test].copy()

@@ -1,0 +1,249 @@
+"""Stack serial 2D sections into one AnnData with 3D coordinates."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+
+from .._validate import check_coords, get_coords
+
+
+def stack_sections(
+    sections,
+    z=None,
+    *,
+    spatial_key: str = "spatial",
+    z_key: str | None = None,
+    time_key: str | None = None,
+    join: str = "inner",
+    section_names: Sequence[str] | None = None,
+) -> ad.AnnData:
+    """Stack serial sections into one AnnData with ``obsm['spatial_3d']``.
+
+    Parameters
+    ----------
+    sections
+        A list (or dict name -> AnnData) of sections, each with in-plane coordinates in
+        ``obsm[spatial_key]`` (n, 2); or one AnnData holding all cells, whose z comes from
+        ``obs[z_key]`` or from a third column of ``obsm[spatial_key]``.
+    z
+        One z value per section (list input). Not needed when each section has ``obs[z_key]``.
+    spatial_key
+        Key of the in-plane coordinates in ``obsm``.
+    z_key
+        Column of ``obs`` holding z (constant within a section for list input).
+    time_key
+        Column of ``obs`` holding a time / developmental stage (adds ``obs['time']``, making a
+        4D field possible). Sections at different times may share z.
+    join
+        ``"inner"``: keep genes measured in every section. ``"outer"``: keep all genes; entries of
+        genes a section did not measure are 0 and marked 0 in ``layers['ntf_mask']``, which the
+        loss ignores.
+    section_names
+        Names of the sections (list input); default: dict keys, else ``obs['section']`` if present,
+        else ``"s0", "s1", ...``.
+
+    Returns
+    -------
+    A new AnnData (inputs are never modified) with ``obsm['spatial_3d']`` (x, y, z),
+    ``obsm['spatial']`` (x, y), ``obs['section']`` (categorical, ordered by z), ``obs['z']``,
+    optionally ``obs['time']``, and ``uns['ntf']['sections']``.
+    """
+    if join not in ("inner", "outer"):
+        raise ValueError(f"join must be 'inner' or 'outer', not {join!r}")
+    if isinstance(sections, ad.AnnData):
+        return _stack_single(sections, spatial_key=spatial_key, z_key=z_key, time_key=time_key)
+    if isinstance(sections, Mapping):
+        section_names = list(sections.keys()) if section_names is None else section_names
+        sections = list(sections.values())
+    if not isinstance(sections, Sequence) or len(sections) == 0:
+        raise ValueError("sections must be a non-empty list/dict of AnnData, or one AnnData with a z column")
+    for i, section in enumerate(sections):
+        if not isinstance(section, ad.AnnData):
+            raise TypeError(f"sections[{i}] is a {type(section).__name__}, not an AnnData")
+        if section.n_obs == 0:
+            raise ValueError(f"section {i} is empty (0 cells); drop it from the list before stacking")
+        if section.n_vars == 0:
+            raise ValueError(f"section {i} has no genes (0 variables)")
+    names = _section_names(sections, section_names)
+    z_values = _section_z(sections, z, z_key, names)
+    times = _section_time(sections, time_key, names)
+    _check_distinct_z(names, z_values, times)
+
+    parts = []
+    for section, name, z_value, t_value in zip(sections, names, z_values, times):
+        xy = get_coords(section, spatial_key, n_cols=(2, 3))[:, :2]
+        part = section.copy()
+        part.obsm["spatial"] = xy
+        part.obsm["spatial_3d"] = np.column_stack([xy, np.full(len(xy), z_value)])
+        part.obs["z"] = float(z_value)
+        if t_value is not None:
+            part.obs["time"] = float(t_value)
+        part.obs["section"] = name
+        parts.append(part)
+
+    all_names = pd.Index(np.concatenate([p.obs_names.to_numpy() for p in parts]))
+    if not all_names.is_unique:  # the same barcodes in several sections: prefix the section
+        for p, name in zip(parts, names):
+            p.obs_names = [f"{name}:{o}" for o in p.obs_names]
+    gene_sets = [pd.Index(p.var_names) for p in parts]
+    for p, name in zip(parts, names):
+        if not p.var_names.is_unique:
+            dup = p.var_names[p.var_names.duplicated()][:5].tolist()
+            raise ValueError(f"section {name!r} has duplicated gene names {dup}; call .var_names_make_unique() first")
+    shared = gene_sets[0]
+    for genes in gene_sets[1:]:
+        shared = shared.intersection(genes, sort=False)
+    if len(shared) == 0 and join == "inner":
+        raise ValueError(
+            "the sections share no gene names; check that they use the same gene identifiers "
+            "(symbols vs Ensembl IDs), or pass join='outer' to keep every gene with missing values masked"
+        )
+    if join == "inner":
+        stacked = ad.concat([p[:, shared] for p in parts], join="inner", merge="same", uns_merge=None)
+    else:
+        union = gene_sets[0]
+        for genes in gene_sets[1:]:
+            union = union.union(genes, sort=False)
+        stacked = ad.concat(parts, join="outer", merge="same", fill_value=0)
+        stacked = stacked[:, union].copy()
+        mask = np.concatenate([np.asarray(union.isin(genes))[None, :].repeat(p.n_obs, 0) for p, genes in zip(parts, gene_sets)])
+        stacked.layers["ntf_mask"] = mask.astype(np.uint8)
+    return _finish(stacked, names, z_values, times)
+
+
+def _section_names(sections, section_names) -> list[str]:
+    if section_names is not None:
+        names = [str(n) for n in section_names]
+        if len(names) != len(sections):
+            raise ValueError(f"got {len(names)} section_names for {len(sections)} sections")
+    else:
+        names = []
+        for i, s in enumerate(sections):
+            if "section" in s.obs and s.obs["section"].nunique() == 1:
+                names.append(str(s.obs["section"].iloc[0]))
+            else:
+                names.append(f"s{i}")
+    if len(set(names)) != len(names):
+        raise ValueError(f"section names must be unique, got {names}; pass section_names=[...]")
+    return names
+
+
+def _section_z(sections, z, z_key, names) -> list[float]:
+    if z is not None:
+        z_values = np.asarray(z, dtype=object)
+        if z_values.ndim != 1 or len(z_values) != len(sections):
+            raise ValueError(f"z must give one value per section: got {np.shape(z)} for {len(sections)} sections")
+        try:
+            z_values = z_values.astype(np.float64)
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"z values must be numbers (section positions), got {list(z)[:5]}") from err
+        if not np.isfinite(z_values).all():
+            raise ValueError(f"z values must be finite, got {z_values.tolist()}")
+        return z_values.tolist()
+    if z_key is None:
+        raise ValueError(
+            "missing z: pass z=[...] (one position per section, e.g. section index x thickness) "
+            "or z_key='<obs column>' naming a column that holds each section's z"
+        )
+    out = []
+    for section, name in zip(sections, names):
+        if z_key not in section.obs:
+            raise KeyError(f"section {name!r} has no obs[{z_key!r}]; available columns: {list(section.obs.columns)}")
+        values = pd.to_numeric(section.obs[z_key], errors="coerce").to_numpy(dtype=np.float64)
+        if not np.isfinite(values).all():
+            raise ValueError(f"section {name!r}: obs[{z_key!r}] must hold finite numbers")
+        if np.ptp(values) > 0:
+            raise ValueError(
+                f"section {name!r}: obs[{z_key!r}] varies within the section; a section has one z "
+                "(stack one AnnData with per-cell z by passing it alone instead of in a list)"
+            )
+        out.append(float(values[0]))
+    return out
+
+
+def _section_time(sections, time_key, names) -> list[float | None]:
+    if time_key is None:
+        return [None] * len(sections)
+    out = []
+    for section, name in zip(sections, names):
+        if time_key not in section.obs:
+            raise KeyError(f"section {name!r} has no obs[{time_key!r}]; available columns: {list(section.obs.columns)}")
+        values = pd.to_numeric(section.obs[time_key], errors="coerce").to_numpy(dtype=np.float64)
+        if not np.isfinite(values).all() or np.ptp(values) > 0:
+            raise ValueError(f"section {name!r}: obs[{time_key!r}] must be one finite number per section")
+        out.append(float(values[0]))
+    return out
+
+
+def _check_distinct_z(names, z_values, times) -> None:
+    seen: dict[tuple, str] = {}
+    for name, z_value, t_value in zip(names, z_values, times):
+        key = (z_value, t_value)
+        if key in seen:
+            where = f"z={z_value}" + ("" if t_value is None else f" at time {t_value}")
+            raise ValueError(
+                f"sections {seen[key]!r} and {name!r} have the same {where}; each section needs its own z "
+                "(pass the physical positions, or time_key=... if they come from different stages)"
+            )
+        seen[key] = name
+
+
+def _finish(stacked: ad.AnnData, names, z_values, times) -> ad.AnnData:
+    order = np.argsort(np.asarray(z_values), kind="stable")
+    ordered = [names[i] for i in order]
+    stacked.obs["section"] = pd.Categorical(stacked.obs["section"].astype(str), categories=ordered)
+    stacked.obs["z"] = stacked.obs["z"].astype(np.float64)
+    stacked.uns["ntf"] = {
+        "sections": {
+            "names": ordered,
+            "z": [float(z_values[i]) for i in order],
+            **({"time": [float(times[i]) for i in order]} if times[0] is not None else {}),
+        }
+    }
+    return stacked
+
+
+def _stack_single(adata: ad.AnnData, *, spatial_key, z_key, time_key) -> ad.AnnData:
+    if adata.n_obs == 0:
+        raise ValueError("the AnnData is empty (0 cells)")
+    coords = get_coords(adata, spatial_key, n_cols=(2, 3))
+    if z_key is not None:
+        if z_key not in adata.obs:
+            raise KeyError(f"obs[{z_key!r}] not found; available columns: {list(adata.obs.columns)}")
+        z_values = pd.to_numeric(adata.obs[z_key], errors="coerce").to_numpy(dtype=np.float64)
+    elif coords.shape[1] == 3:
+        z_values = coords[:, 2]
+    elif "z" in adata.obs:
+        z_values = pd.to_numeric(adata.obs["z"], errors="coerce").to_numpy(dtype=np.float64)
+    else:
+        raise ValueError(
+            f"missing z: obsm[{spatial_key!r}] has 2 columns and there is no z column; pass z_key='<obs column>' "
+            "or a 3-column coordinate array"
+        )
+    if not np.isfinite(z_values).all():
+        raise ValueError("z has NaN/inf values (or non-numeric strings); fix or drop those cells")
+    out = adata.copy()
+    xy = check_coords(coords[:, :2], f"obsm[{spatial_key!r}]", n_cols=2)
+    out.obsm["spatial"] = xy
+    out.obsm["spatial_3d"] = np.column_stack([xy, z_values])
+    out.obs["z"] = z_values
+    times = [None]
+    group = pd.Series(z_values, index=out.obs_names).map(lambda v: f"z={v:g}")
+    if time_key is not None:
+        if time_key not in adata.obs:
+            raise KeyError(f"obs[{time_key!r}] not found; available columns: {list(adata.obs.columns)}")
+        t = pd.to_numeric(adata.obs[time_key], errors="coerce").to_numpy(dtype=np.float64)
+        if not np.isfinite(t).all():
+            raise ValueError(f"obs[{time_key!r}] has NaN/inf or non-numeric values")
+        out.obs["time"] = t
+        group = group + pd.Series([f"|t={v:g}" for v in t], index=out.obs_names)
+    out.obs["section"] = group.astype(str).to_numpy()
+    firsts = out.obs.drop_duplicates("section")
+    names = firsts["section"].tolist()
+    z_list = firsts["z"].astype(float).tolist()
+    times = firsts["time"].astype(float).tolist() if time_key is not None else [None] * len(names)
+    return _finish(out, names, z_list, times)

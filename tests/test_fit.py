@@ -1,0 +1,166 @@
+"""tl.fit and NTFField: training, queries, persistence, resume, determinism and bad input."""
+
+import numpy as np
+import pytest
+import torch
+
+from ntf_utils import NTFConfig, NTFField, pp, tl
+from ntf_utils.datasets import synthetic_embryo
+
+QUICK = NTFConfig(steps=150, batch_size=1024, eval_every=50, checkpoint_every=50)
+
+
+@pytest.fixture(scope="module")
+def small():
+    adata = synthetic_embryo(n_sections=8, cells_per_section=250, n_genes=12, seed=3)
+    pp.log_normalize(adata)
+    return adata
+
+
+@pytest.fixture(scope="module")
+def field(small):
+    return tl.fit(small, layer="lognorm", config=QUICK, progress=False)
+
+
+def test_fit_learns_and_does_not_touch_input(small):
+    before = small.copy()
+    f = tl.fit(small, layer="lognorm", config=QUICK, progress=False, validation=False)
+    assert f.history["loss"].iloc[-10:].mean() < 0.6 * f.history["loss"].iloc[:10].mean()
+    assert set(small.layers.keys()) == set(before.layers.keys())
+    np.testing.assert_array_equal(small.obsm["spatial_3d"], before.obsm["spatial_3d"])
+    assert f.config.finest_resolution is not None and f.config.steps == 150
+
+
+def test_predict_shapes_gene_subsets_and_units(field, small):
+    coords = small.obsm["spatial_3d"][:50]
+    full = field.predict(coords)
+    assert full.shape == (50, small.n_vars) and full.dtype == np.float32
+    genes = [small.var_names[3], small.var_names[0]]
+    np.testing.assert_allclose(field.predict(coords, genes=genes), full[:, [3, 0]], rtol=1e-5, atol=1e-5)
+    # chunking does not change the result
+    np.testing.assert_allclose(field.predict(coords, batch_size=7), full, rtol=1e-5, atol=1e-6)
+    # predictions live on the scale of the training values (log-normalised), not standardised units
+    assert abs(full.mean() - small.layers["lognorm"].mean()) < 0.5
+    with pytest.raises(KeyError, match="not in this field"):
+        field.predict(coords, genes=["no_such_gene"])
+    with pytest.raises(ValueError, match="2 columns"):
+        field.predict(coords[:, :2])
+    with pytest.raises(ValueError, match="NaN/inf"):
+        field.predict(np.array([[0.0, np.nan, 1.0]]))
+
+
+def test_denoise_slice_render(field, small):
+    assert field.denoise(small, copy=True).layers["ntf"].shape == small.shape
+    assert "ntf" not in small.layers
+    z_mid = (small.obs["z"].min() + small.obs["z"].max()) / 2
+    virtual = field.slice(z_mid, genes=list(small.var_names[:3]))
+    assert virtual.n_obs > 50 and virtual.n_vars == 3
+    np.testing.assert_allclose(virtual.obsm["spatial_3d"][:, 2], z_mid)
+    # virtual spots stay inside the tissue's footprint
+    lo, hi = small.obsm["spatial"].min(0), small.obsm["spatial"].max(0)
+    assert (virtual.obsm["spatial"] >= lo - 1e-6).all() and (virtual.obsm["spatial"] <= hi + 1e-6).all()
+    vol = field.render(16, genes=list(small.var_names[:2]))
+    assert vol.values.shape[:3] == vol.mask.shape and vol.values.shape[3] == 2
+    assert 0.05 < vol.mask.mean() < 0.95  # an ellipsoid fills part of its bounding box
+    np.testing.assert_allclose(vol.values.reshape(-1, 2), field.predict(vol.coords(), list(small.var_names[:2])), atol=1e-5)
+    with pytest.raises(MemoryError, match="GB"):
+        field.render(4000, max_bytes=1e8)
+
+
+def test_gradient_matches_finite_differences(field, small):
+    coords = small.obsm["spatial_3d"][:20]
+    gene = small.var_names[1]
+    grad = field.gradient(coords, [gene])[:, 0, :]
+    eps = np.array([1.0, 1.0, 1.0]) * 1e-2 * field.info["spacing"][0]
+    fd = np.stack([(field.predict(coords + e, [gene]) - field.predict(coords - e, [gene]))[:, 0] / (2 * e.max())
+                   for e in np.diag(eps)], 1)
+    np.testing.assert_allclose(grad, fd, rtol=0.1, atol=1e-3 * np.abs(fd).max())
+
+
+def test_save_load_roundtrip_is_exact(field, small, tmp_path):
+    path = field.save(tmp_path / "field.ntf")
+    loaded = NTFField.load(path)
+    coords = small.obsm["spatial_3d"]
+    np.testing.assert_array_equal(loaded.predict(coords), field.predict(coords))
+    assert loaded.config == field.config and loaded.genes == field.genes
+    assert len(loaded.history) == len(field.history)
+    assert not list(tmp_path.glob(".*.tmp"))  # atomic write leaves no temporary file
+
+
+def test_load_rejects_damaged_files(field, tmp_path):
+    path = field.save(tmp_path / "f.ntf")
+    data = path.read_bytes()
+    (tmp_path / "trunc.ntf").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match="not a readable"):
+        NTFField.load(tmp_path / "trunc.ntf")
+    (tmp_path / "junk.ntf").write_bytes(b"\x80\x04K\x01." * 10)  # a pickle, never unpickled
+    with pytest.raises(ValueError):
+        NTFField.load(tmp_path / "junk.ntf")
+    with pytest.raises(FileNotFoundError):
+        NTFField.load(tmp_path / "missing.ntf")
+
+
+def test_same_seed_same_model_bitwise(small):
+    a = tl.fit(small, layer="lognorm", config=QUICK, seed=5, progress=False)
+    b = tl.fit(small, layer="lognorm", config=QUICK, seed=5, progress=False)
+    c = tl.fit(small, layer="lognorm", config=QUICK, seed=6, progress=False)
+    coords = small.obsm["spatial_3d"][:200]
+    np.testing.assert_array_equal(a.predict(coords), b.predict(coords))
+    assert not np.array_equal(a.predict(coords), c.predict(coords))
+
+
+def test_resume_from_checkpoint_continues_the_same_run(small, tmp_path, monkeypatch):
+    full = tl.fit(small, layer="lognorm", config=QUICK, seed=1, progress=False)
+    import ntf_utils.model.train as train_module
+
+    real_lr_at = train_module.lr_at
+
+    def crash_at_120(step, config):
+        if step == 120:
+            raise KeyboardInterrupt("simulated interruption")
+        return real_lr_at(step, config)
+
+    ck = tmp_path / "run"
+    monkeypatch.setattr(train_module, "lr_at", crash_at_120)
+    with pytest.raises(KeyboardInterrupt):
+        tl.fit(small, layer="lognorm", config=QUICK, seed=1, progress=False, checkpoint_dir=ck)
+    monkeypatch.setattr(train_module, "lr_at", real_lr_at)
+    assert torch.load(ck / "training_checkpoint.pt", weights_only=True)["state"]["step"] == 100
+    resumed = tl.fit(small, layer="lognorm", config=QUICK, seed=1, progress=False, checkpoint_dir=ck)
+    assert resumed.info["steps_run"] == 150
+    coords = small.obsm["spatial_3d"][:100]
+    np.testing.assert_array_equal(resumed.predict(coords), full.predict(coords))
+    # a different run in the same directory is an error, not a silent mix
+    with pytest.raises(ValueError, match="different run"):
+        tl.fit(small, layer="lognorm", config=QUICK, seed=2, progress=False, checkpoint_dir=ck)
+
+
+def test_count_losses_fit_counts(small):
+    for loss in ("poisson", "nb"):
+        f = tl.fit(small, layer="counts", loss=loss, config=QUICK, progress=False)
+        pred = f.predict(small.obsm["spatial_3d"][:100])
+        assert (pred >= 0).all() and np.isfinite(pred).all()
+        # expected counts at the median library size: on the scale of the data's mean counts
+        assert 0.3 < pred.mean() / small.layers["counts"].mean() < 3
+
+
+@pytest.mark.parametrize(
+    "mutate, kwargs, err, match",
+    [
+        (lambda a: a.obsm.__setitem__("spatial_3d", a.obsm["spatial_3d"][:, :2]), {}, ValueError, "2 columns"),
+        (lambda a: a.obsm["spatial_3d"].__setitem__((0, 0), np.inf), {}, ValueError, "NaN/inf"),
+        (lambda a: a.layers["lognorm"].__setitem__((0, 0), np.nan), {"layer": "lognorm"}, ValueError, "NaN/inf"),
+        (lambda a: None, {"layer": "nope"}, KeyError, "layer 'nope' not found"),
+        (lambda a: None, {"spatial_key": "xyz"}, KeyError, "obsm\\['xyz'\\] not found"),
+        (lambda a: a.layers["lognorm"].__setitem__((0, 0), -1.0), {"layer": "lognorm", "loss": "poisson"}, ValueError,
+         "negative"),
+        (lambda a: None, {"loss": "gaussian"}, ValueError, "loss must be one of"),
+    ],
+)
+def test_fit_bad_input_is_explained(small, mutate, kwargs, err, match):
+    adata = small.copy()
+    adata.obsm["spatial_3d"] = adata.obsm["spatial_3d"].copy()
+    mutate(adata)
+    kwargs = {"layer": "lognorm", **kwargs}
+    with pytest.raises(err, match=match):
+        tl.fit(adata, config=QUICK.replace(steps=2), progress=False, **kwargs)
