@@ -273,7 +273,7 @@ def units_of(adata, units: str | None) -> str | None:
 #: into the picture and a stack of flat sections reads as a stack.
 CAMERA_DIRECTION = np.array([0.55, -1.45, 0.95])
 #: Eye distance per unit of the scene box's diagonal (plotly's default eye sits at 1.25 x the cube's).
-CAMERA_DISTANCE = 1.2
+CAMERA_DISTANCE = 1.25
 
 
 def aspect_ratio(ranges) -> np.ndarray:
@@ -293,7 +293,7 @@ def camera(ranges=None, direction=None, distance: float = CAMERA_DISTANCE) -> di
     return dict(
         eye=dict(x=float(eye[0]), y=float(eye[1]), z=float(eye[2])),
         up=dict(x=0, y=0, z=1),
-        center=dict(x=0, y=0, z=0),
+        center=dict(x=0, y=0, z=-0.1 * float(ratio[2])),  # look a little low: the box sits higher
     )
 
 
