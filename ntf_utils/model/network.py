@@ -59,6 +59,12 @@ class FieldNetwork(nn.Module):
             return self.decoder(z)
         return nn.functional.linear(z, self.decoder.weight[gene_index], self.decoder.bias[gene_index])
 
-    def forward(self, u: torch.Tensor, gene_index: torch.Tensor | None = None) -> torch.Tensor:
-        """``(n, n_genes)`` raw output (standardised value, or log rate for count losses)."""
-        return self.decode(self.latent(u), gene_index)
+    def forward(self, u: torch.Tensor, gene_index: torch.Tensor | None = None, return_latent: bool = False):
+        """``(n, n_genes)`` raw output (standardised value, or log rate for count losses).
+
+        With ``return_latent`` also the latent: training calls the module once per step this way,
+        so wrappers that hook ``forward`` (DistributedDataParallel) see every parameter use.
+        """
+        latent = self.latent(u)
+        out = self.decode(latent, gene_index)
+        return (out, latent) if return_latent else out

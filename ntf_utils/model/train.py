@@ -122,12 +122,15 @@ def train(
     checkpoint_dir: Path | None = None,
     fingerprint: str = "",
     progress: bool = True,
+    model: torch.nn.Module | None = None,
 ) -> TrainState:
     """Fit ``network`` in place; returns the final :class:`TrainState`.
 
     With ``checkpoint_dir``, a checkpoint of the same run found there is resumed, and a new one is
-    written atomically every ``config.checkpoint_every`` steps and at the end.
+    written atomically every ``config.checkpoint_every`` steps and at the end. ``model`` is what the
+    forward pass calls (default ``network``; e.g. a ``DistributedDataParallel`` wrapper of it).
     """
+    model = network if model is None else model
     optimizer = make_optimizer(network, config)
     generator = torch.Generator().manual_seed(seed + 1)
     state = TrainState()
@@ -152,12 +155,16 @@ def train(
         if sigma > 0:
             noise = torch.randn(u.shape, generator=generator).to(device) * sigma
             u = (u + noise).clamp_(0.0, 1.0)
-        latent = network.latent(u)
-        loss = loss_fn(config, network, network.decode(latent), target, log_size, mask)
         if config.smoothness > 0:
+            # a random neighbour of every point, evaluated in the same forward call
             shift = torch.randn(u.shape, generator=generator).to(device) * (1.0 / config.finest_resolution)
-            neighbour = network.latent((u + shift).clamp(0.0, 1.0))
-            loss = loss + config.smoothness * ((latent - neighbour) ** 2).mean()
+            out, latent = model(torch.cat([u, (u + shift).clamp(0.0, 1.0)]), return_latent=True)
+            n = u.shape[0]
+            loss = loss_fn(config, network, out[:n], target, log_size, mask)
+            loss = loss + config.smoothness * ((latent[:n] - latent[n:]) ** 2).mean()
+        else:
+            out = model(u)
+            loss = loss_fn(config, network, out, target, log_size, mask)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
