@@ -1,0 +1,1 @@
+"""Benchmarks of ntf_utils against baselines and earlier methods (not part of the package)."""

@@ -1,0 +1,89 @@
+"""Benchmarks (benchmarks/): the earlier-method re-implementations learn, and the quick benchmark's
+stable accuracy orderings hold. Accuracy only: nothing here measures or asserts time."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from ntf_utils import metrics, pp
+from ntf_utils.datasets import synthetic_embryo
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks import inr_baselines as ib  # noqa: E402
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Small networks train fastest on one thread when the 2 cores are shared (no time is asserted)."""
+    from threadpoolctl import threadpool_limits
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    with threadpool_limits(1):
+        yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def split():
+    adata = synthetic_embryo(n_sections=12, cells_per_section=200, n_genes=12, seed=2)
+    pp.log_normalize(adata)
+    names = list(adata.obs["section"].cat.categories)
+    return pp.split_sections(adata, holdout=names[1::3])
+
+
+def _rmse_vs_truth(pred, test):
+    return float(metrics.rmse(pred, np.asarray(test.layers["truth"])))
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda tr: ib.fit_inr(tr, "fourier", layer="lognorm", steps=250, batch_size=512, sigma=0.5,
+                              hidden_width=64, hidden_layers=2),
+        lambda tr: ib.fit_inr(tr, "siren", layer="lognorm", steps=250, batch_size=512, w0=10.0, lr=5e-4,
+                              hidden_width=64, hidden_layers=2),
+        lambda tr: ib.gp_baseline(tr, layer="lognorm", max_cells=300, n_components=8),
+    ],
+    ids=["fourier", "siren", "gp"],
+)
+def test_baseline_beats_the_per_gene_mean(split, make):
+    train, test = split
+    model = make(train)
+    coords = test.obsm["spatial_3d"]
+    pred = model.predict(coords)
+    assert pred.shape == (test.n_obs, train.n_vars) and pred.dtype == np.float32
+    mean = np.tile(np.asarray(train.layers["lognorm"]).mean(0), (test.n_obs, 1))
+    assert _rmse_vs_truth(pred, test) < 0.8 * _rmse_vs_truth(mean, test)
+    assert ib.heldout_pearson(model, test, layer="truth") > 0.6
+    genes = [train.var_names[3], train.var_names[0]]
+    np.testing.assert_allclose(model.predict(coords[:20], genes=genes), pred[:20][:, [3, 0]], rtol=1e-5, atol=1e-5)
+
+
+def test_inr_records_time_to_accuracy_history(split):
+    train, test = split
+    seen = []
+
+    def callback(model, step, seconds):
+        seen.append((step, seconds))
+        return ib.heldout_pearson(model, test, layer="truth")
+
+    model = ib.fit_inr(train, "fourier", layer="lognorm", steps=60, batch_size=256, sigma=0.5,
+                       hidden_width=32, hidden_layers=1, eval_callback=callback, eval_every=20)
+    assert [s for s, _ in seen] == [20, 40, 60]
+    assert list(model.history.dropna(subset=["score"])["step"]) == [20, 40, 60]
+    secs = [t for _, t in seen]
+    assert all(b >= a for a, b in zip(secs, secs[1:]))
+    assert model.info["steps_run"] == 60
+
+
+def test_validation_split_uses_training_sections_only(split):
+    train, _ = split
+    fit_part, val_part = ib.validation_split(train)
+    assert set(val_part.obs["section"]).isdisjoint(set(fit_part.obs["section"]))
+    assert set(val_part.obs["section"]) | set(fit_part.obs["section"]) == set(train.obs["section"])
