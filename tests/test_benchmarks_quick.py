@@ -7,10 +7,11 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
-from ntf_utils import metrics, pp
+from ntf_utils import metrics, pp, tl
 from ntf_utils.datasets import synthetic_embryo
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -87,3 +88,46 @@ def test_validation_split_uses_training_sections_only(split):
     fit_part, val_part = ib.validation_split(train)
     assert set(val_part.obs["section"]).isdisjoint(set(fit_part.obs["section"]))
     assert set(val_part.obs["section"]) | set(fit_part.obs["section"]) == set(train.obs["section"])
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    """``benchmarks/run.py --quick`` (accuracy part only), called in-process."""
+    from benchmarks import run
+
+    out = tmp_path_factory.mktemp("bench")
+    results = run.main(["--quick", "--out", str(out), "--threads", "1", "--skip", "throughput", "peers"])
+    return out, results
+
+
+def test_quick_benchmark_writes_the_tables(quick_run):
+    out, _ = quick_run
+    superres = pd.read_csv(out / "superres.csv")
+    assert list(superres.columns[:8]) == ["dataset", "kept_fraction", "method", "pearson", "spearman", "rmse", "ssim",
+                                         "fit_seconds"]
+    assert set(superres["method"]) == {"ntf", "nearest", "linear", "knn", "gp", "fourier_mlp", "siren"}
+    tta = pd.read_csv(out / "time_to_accuracy.csv")
+    assert list(tta.columns[:5]) == ["dataset", "method", "target_pearson", "seconds_to_target", "speedup_vs_ntf"]
+    assert set(tta["method"]) == set(superres["method"])
+    for name in ("accuracy_vs_fraction.png", "pearson_distribution.png", "time_to_accuracy.png", "headline.txt",
+                 "denoise.csv", "machine.json"):
+        assert (out / name).stat().st_size > 0
+
+
+def test_quick_benchmark_accuracy_orderings(quick_run):
+    """Stable orderings only (1/3 of the synthetic embryo's sections held out); never times."""
+    out, _ = quick_run
+    from benchmarks import run
+
+    superres = pd.read_csv(out / "superres.csv")
+    third = superres[np.isclose(superres["kept_fraction"], 2 / 3)].set_index("method")
+    assert third.loc["ntf", "pearson"] > third.loc["nearest", "pearson"]
+    assert third.loc["linear", "pearson"] > third.loc["nearest", "pearson"]
+
+    # the per-gene mean of the training cells, scored the same way as the table's rows
+    adata, truth_layer = run.load_dataset("synthetic_embryo", run.settings(quick=True))
+    train, test = pp.split_sections(adata, keep_fraction=2 / 3)
+    mean = np.tile(np.asarray(train.layers["lognorm"]).mean(0), (test.n_obs, 1))
+    df = tl.evaluate_sections({"mean": mean}, test, layer="lognorm", truth_layer=truth_layer, ssim=False)
+    mean_rmse = tl.summarize_evaluation(df).set_index("method").loc["mean", "rmse_mean"]
+    assert third.loc["ntf", "rmse"] < 0.8 * mean_rmse
