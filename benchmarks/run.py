@@ -669,31 +669,85 @@ def machine_info(threads: int) -> dict:
             "date": time.strftime("%Y-%m-%d %H:%M:%S")}
 
 
-def run_superres(cfg, datasets, fractions):
-    """Accuracy table for every dataset and kept fraction, plus time-to-accuracy at TTA_FRACTION."""
-    all_rows, genes, denoise, curves, tuning, tta = [], [], [], [], [], []
+TABLES = ("superres", "superres_per_gene", "denoise", "time_curves", "tuning", "time_to_accuracy")
+
+
+def _save_tables(out: Path, tables: dict) -> dict:
+    """Write the accuracy-side tables (after every split, so an interrupted run keeps its results)."""
+    frames = {}
+    for name in TABLES:
+        parts = [p for p in tables[name] if len(p)]
+        df = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+        if name == "superres" and len(df):
+            cols = ["dataset", "kept_fraction", "method", "pearson", "spearman", "rmse", "ssim", "fit_seconds"]
+            df = df[cols + [c for c in df.columns if c not in cols]]
+        if name == "time_to_accuracy" and len(df):
+            cols = ["dataset", "method", "target_pearson", "seconds_to_target", "speedup_vs_ntf"]
+            df = df[cols + [c for c in df.columns if c not in cols]]
+        df.to_csv(out / f"{name}.csv", index=False, float_format="%.4g" if name == "superres_per_gene" else "%.5g")
+        frames[name] = df
+    return frames
+
+
+def _load_tables(out: Path) -> dict:
+    tables = {name: [] for name in TABLES}
+    for name in TABLES:
+        path = out / f"{name}.csv"
+        if path.exists() and path.stat().st_size > 1:
+            tables[name].append(pd.read_csv(path))
+    return tables
+
+
+def run_superres(cfg, datasets, fractions, out: Path, resume: bool = False) -> dict:
+    """Accuracy table for every dataset and kept fraction, plus time-to-accuracy at TTA_FRACTION.
+
+    With ``resume``, (dataset, kept fraction) pairs already in ``out/superres.csv`` are kept and
+    skipped (the learning rates tuned at TTA_FRACTION are read back from ``out/tuning.csv``).
+    """
+    import ast
+
+    tables = _load_tables(out) if resume else {name: [] for name in TABLES}
+    have = set()
+    if tables["superres"]:
+        prev = pd.concat(tables["superres"])
+        have = {(d, round(float(f), 4)) for d, f in zip(prev["dataset"], prev["kept_fraction"])}
     for ds in datasets:
+        todo = [f for f in fractions if (ds, round(f, 4)) not in have]
+        if not todo:
+            log(f"dataset {ds}: all fractions already in {out} (resume)")
+            continue
         log(f"dataset {ds}")
         adata, truth_layer = load_dataset(ds, cfg)
         hyper_cache, done = {}, {}
+        if tables["tuning"]:
+            tun = pd.concat(tables["tuning"])
+            for kind in ("fourier", "siren"):
+                t = tun[(tun.dataset == ds) & (tun.kind == kind) & np.isclose(tun.kept_fraction, TTA_FRACTION)]
+                if len(t) and "lr" in ast.literal_eval(t["chosen"].iloc[0]):
+                    hyper_cache[(ds, kind)] = ast.literal_eval(t["chosen"].iloc[0])["lr"]
+        for fraction in fractions:
+            _, test = ntf.pp.split_sections(adata, keep_fraction=fraction)
+            if (ds, round(fraction, 4)) in have:
+                done.setdefault(test_sections(test), fraction)
         # the TTA fraction first: it tunes the learning rates that the other fractions reuse
-        for fraction in sorted(fractions, key=lambda f: (f != TTA_FRACTION, -f)):
+        for fraction in sorted(todo, key=lambda f: (f != TTA_FRACTION, -f)):
             train, test = ntf.pp.split_sections(adata, keep_fraction=fraction)
             key = test_sections(test)
             if key in done:  # too few sections: this fraction gives the same split as another one
-                rows = [dict(r, kept_fraction=fraction, note=f"same split as kept_fraction={done[key]}")
-                        for r in all_rows if r["dataset"] == ds and r["kept_fraction"] == done[key]]
-                all_rows += rows
+                prev = pd.concat(tables["superres"])
+                same = prev[(prev.dataset == ds) & np.isclose(prev.kept_fraction, done[key])]
+                tables["superres"].append(same.assign(kept_fraction=fraction, note=f"same split as kept_fraction={done[key]:.3g}"))
                 log(f"  {ds} f={fraction:.3g}: same split as f={done[key]:.3g}, rows copied")
+                _save_tables(out, tables)
                 continue
             done[key] = fraction
             tta_here = fraction == TTA_FRACTION
             rows, per_gene, fitted, c, tun = run_split(ds, fraction, train, test, truth_layer, cfg, hyper_cache, tta_here)
-            all_rows += rows
-            genes.append(per_gene)
-            tuning += tun
+            tables["superres"].append(pd.DataFrame(rows))
+            tables["superres_per_gene"].append(per_gene)
+            tables["tuning"] += tun
             if truth_layer == "truth":
-                denoise += denoise_rows(ds, fraction, train, fitted)
+                tables["denoise"].append(pd.DataFrame(denoise_rows(ds, fraction, train, fitted)))
             if tta_here:
                 target = max(x["pearson"] for x in c if x["method"] == "fourier_mlp")
                 default_steps = int(fitted["ntf"].config.steps)
@@ -701,12 +755,11 @@ def run_superres(cfg, datasets, fractions):
                 point = {"seconds": r_ntf["fit_seconds"], "cpu_seconds": r_ntf["fit_cpu_seconds"],
                          "pearson": _score(fitted["ntf"], test, truth_layer)}
                 sweep = ntf_sweep(ds, train, test, truth_layer, cfg, default_steps, default_point=point)
-                curves += c + sweep
-                sr = pd.DataFrame([r for r in rows])
-                tta += time_to_accuracy(ds, pd.DataFrame(c + sweep), sr)
+                tables["time_curves"].append(pd.DataFrame(c + sweep))
+                tables["time_to_accuracy"].append(pd.DataFrame(time_to_accuracy(ds, pd.DataFrame(c + sweep), pd.DataFrame(rows))))
                 log(f"  {ds}: Fourier-MLP best held-out r={target:.3f}")
-    return (pd.DataFrame(all_rows), pd.concat(genes, ignore_index=True), pd.DataFrame(denoise), pd.DataFrame(curves),
-            pd.concat(tuning, ignore_index=True), pd.DataFrame(tta))
+            _save_tables(out, tables)
+    return _save_tables(out, tables)
 
 
 def headline(superres, tta, machine) -> list[str]:
@@ -716,16 +769,20 @@ def headline(superres, tta, machine) -> list[str]:
         ff = d[d.method == "fourier_mlp"].iloc[0]
         nt = d[d.method == "ntf"].iloc[0]
         if np.isfinite(nt["seconds_to_target"]):
+            ratio = ff["seconds_to_target"] / nt["seconds_to_target"]
+            cpu_ratio = ff["cpu_seconds_to_target"] / nt["cpu_seconds_to_target"]
             lines.append(f"{ds}: NTF reaches the Fourier-MLP's best held-out Pearson ({ff['target_pearson']:.3f}) "
-                         f"{ff['seconds_to_target'] / nt['seconds_to_target']:.1f}x faster "
-                         f"({nt['seconds_to_target']:.1f} s vs {ff['seconds_to_target']:.1f} s wall; "
-                         f"{ff['cpu_seconds_to_target'] / nt['cpu_seconds_to_target']:.1f}x in CPU seconds)")
+                         + (f"{ratio:.1f}x faster" if ratio >= 1 else f"{1 / ratio:.1f}x SLOWER")
+                         + f" ({nt['seconds_to_target']:.1f} s vs {ff['seconds_to_target']:.1f} s wall; "
+                         f"CPU-seconds ratio {cpu_ratio:.2f})")
         else:
             d2 = tta[(tta.dataset == ds) & (tta.target_kind == "ntf_best")]
             ff2 = d2[d2.method == "fourier_mlp"].iloc[0]
             nt2 = d2[d2.method == "ntf"].iloc[0]
-            extra = (f"; the Fourier MLP reaches NTF's best ({nt2['target_pearson']:.3f}) in {ff2['seconds_to_target']:.1f} s, "
-                     f"NTF in {nt2['seconds_to_target']:.1f} s ({ff2['seconds_to_target'] / nt2['seconds_to_target']:.1f}x)")
+            ratio = ff2["seconds_to_target"] / nt2["seconds_to_target"]
+            extra = (f"; NTF reaches its own best ({nt2['target_pearson']:.3f}) in {nt2['seconds_to_target']:.1f} s, "
+                     f"the Fourier MLP reaches that level in {ff2['seconds_to_target']:.1f} s (NTF "
+                     + (f"{ratio:.1f}x faster)" if ratio >= 1 else f"{1 / ratio:.1f}x slower)"))
             lines.append(f"{ds}: NTF does NOT reach the Fourier-MLP's best held-out Pearson ({ff['target_pearson']:.3f}; "
                          f"NTF's best {nt['best_pearson']:.3f}){extra}")
     for (ds, fr), d in superres.groupby(["dataset", "kept_fraction"], sort=False):
@@ -738,6 +795,69 @@ def headline(superres, tta, machine) -> list[str]:
     return lines
 
 
+def _md(df: pd.DataFrame, floatfmt: str = "{:.3f}") -> str:
+    """A DataFrame as a GitHub markdown table (no extra dependency)."""
+    def cell(v):
+        if isinstance(v, float):
+            return "–" if not np.isfinite(v) else floatfmt.format(v)
+        return str(v)
+
+    head = "| " + " | ".join(map(str, df.columns)) + " |"
+    sep = "| " + " | ".join("---" for _ in df.columns) + " |"
+    body = ["| " + " | ".join(cell(v) for v in row) + " |" for row in df.itertuples(index=False)]
+    return "\n".join([head, sep, *body])
+
+
+def markdown_tables(out: Path) -> str:
+    """Markdown versions of the result tables (written to tables.md, copied into the README)."""
+    parts = []
+    sr = pd.read_csv(out / "superres.csv") if (out / "superres.csv").exists() else pd.DataFrame()
+    if len(sr):
+        sr["kept"] = sr["kept_fraction"].map(lambda f: f"{f:.3g}")
+        for metric in ("pearson", "spearman", "rmse", "ssim", "fit_seconds", "peak_mem_mb"):
+            piv = sr.pivot_table(index=["dataset", "kept"], columns="method", values=metric, sort=False)
+            piv = piv[[m for m in METHODS if m in piv.columns]].reset_index()
+            fmt = "{:.1f}" if metric in ("fit_seconds", "peak_mem_mb") else "{:.3f}"
+            parts.append(f"#### {metric}\n\n" + _md(piv, fmt))
+    dn = out / "denoise.csv"
+    if dn.exists() and dn.stat().st_size > 1:
+        d = pd.read_csv(dn)
+        d["kept"] = d["kept_fraction"].map(lambda f: f"{f:.3g}")
+        piv = d.pivot_table(index="method", columns="kept", values="rmse_vs_truth", sort=False).reset_index()
+        parts.append("#### denoising: RMSE against the noise-free truth at the training cells (synthetic embryo)\n\n"
+                     + _md(piv))
+    tta = out / "time_to_accuracy.csv"
+    if tta.exists() and tta.stat().st_size > 1:
+        t = pd.read_csv(tta)
+        t = t[["dataset", "target_kind", "method", "target_pearson", "best_pearson", "seconds_to_target",
+               "speedup_vs_ntf", "cpu_seconds_to_target", "cpu_speedup_vs_ntf"]]
+        parts.append("#### time to accuracy (kept fraction 0.5)\n\n" + _md(t, "{:.3g}"))
+    tp = out / "throughput.csv"
+    if tp.exists() and tp.stat().st_size > 1:
+        t = pd.read_csv(tp)
+        keep = [c for c in ("method", "n_cells", "cells_per_s", "setup_seconds", "epoch_seconds", "total_seconds",
+                            "peak_mem_mb", "skipped") if c in t.columns]
+        parts.append("#### throughput against dataset size\n\n" + _md(t[keep], "{:.3g}"))
+    al = out / "alignment.csv"
+    if al.exists() and al.stat().st_size > 1:
+        a = pd.read_csv(al)
+        km = a[a.experiment == "known_motion"]
+        if len(km) and "rotation_error_deg" in km:
+            parts.append("#### alignment: recovering a known rigid motion (Stahl layers)\n\n" + _md(
+                km[["section", "method", "true_rotation_deg", "rotation_error_deg", "mean_displacement_spots",
+                    "seconds"]], "{:.2f}"))
+        ds = a[a.experiment == "downstream"]
+        if len(ds) and "heldout_pearson" in ds:
+            piv = ds.pivot_table(index=["section", "predictor"], columns="method", values="heldout_pearson").reset_index()
+            parts.append("#### alignment downstream: held-out layer Pearson after each alignment (Stahl)\n\n" + _md(piv))
+    pe = out / "peers.csv"
+    if pe.exists():
+        parts.append("#### peer tools\n\n" + _md(pd.read_csv(pe)))
+    text = "\n\n".join(parts) + "\n"
+    (out / "tables.md").write_text(text)
+    return text
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, synthetic data only (CI smoke run)")
@@ -745,6 +865,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--threads", type=int, default=2, help="torch and BLAS threads (default 2)")
     parser.add_argument("--datasets", nargs="*", default=None, help="subset of the datasets")
     parser.add_argument("--skip", nargs="*", default=[], choices=["superres", "throughput", "peers"])
+    parser.add_argument("--resume", action="store_true",
+                        help="keep the (dataset, fraction) results already in --out and run only the missing ones")
     args = parser.parse_args(argv)
     from threadpoolctl import threadpool_limits
 
@@ -758,18 +880,9 @@ def main(argv=None) -> dict:
     results = {}
     tic = time.perf_counter()
     if "superres" not in args.skip:
-        superres, per_gene, denoise, curves, tuning, tta = run_superres(cfg, args.datasets or cfg["datasets"], cfg["fractions"])
-        cols = ["dataset", "kept_fraction", "method", "pearson", "spearman", "rmse", "ssim", "fit_seconds"]
-        superres = superres[cols + [c for c in superres.columns if c not in cols]]
-        superres.to_csv(out / "superres.csv", index=False, float_format="%.5g")
-        per_gene.to_csv(out / "superres_per_gene.csv", index=False, float_format="%.4g")
-        denoise.to_csv(out / "denoise.csv", index=False, float_format="%.5g")
-        curves.to_csv(out / "time_curves.csv", index=False, float_format="%.5g")
-        tuning.to_csv(out / "tuning.csv", index=False, float_format="%.5g")
-        tcols = ["dataset", "method", "target_pearson", "seconds_to_target", "speedup_vs_ntf"]
-        tta = tta[tcols + [c for c in tta.columns if c not in tcols]]
-        tta.to_csv(out / "time_to_accuracy.csv", index=False, float_format="%.5g")
-        results.update(superres=superres, per_gene=per_gene, denoise=denoise, curves=curves, tta=tta, tuning=tuning)
+        frames = run_superres(cfg, args.datasets or cfg["datasets"], cfg["fractions"], out, resume=args.resume)
+        results.update(superres=frames["superres"], per_gene=frames["superres_per_gene"], denoise=frames["denoise"],
+                       curves=frames["time_curves"], tta=frames["time_to_accuracy"], tuning=frames["tuning"])
     tput = pd.DataFrame()
     if "throughput" not in args.skip:
         log("throughput against dataset size")
@@ -794,6 +907,7 @@ def main(argv=None) -> dict:
         lines = headline(results["superres"], results["tta"], machine)
         (out / "headline.txt").write_text("\n".join(lines) + "\n")
         print("\n" + "\n".join(lines))
+    markdown_tables(out)
     log(f"done in {machine['total_minutes']} min; results in {out}")
     limits.restore_original_limits()
     results["machine"] = machine
