@@ -20,3 +20,9 @@ __all__ += [
     "evaluate_sections",
     "summarize_evaluation",
 ]
+
+from ._domains import domains  # noqa: E402
+from ._gradients import gradients  # noqa: E402
+from ._uncertainty import FieldUncertainty, uncertainty  # noqa: E402
+
+__all__ += ["domains", "gradients", "uncertainty", "FieldUncertainty"]

@@ -1,0 +1,266 @@
+"""`tl.domains`: 3D spatial domains by clustering a field's latent, on a voxel grid or at cells."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from .._validate import check_coords, get_coords
+
+METHODS = ("leiden", "kmeans")
+
+
+def latent_embedding(field, coords, *, time=None) -> np.ndarray:
+    """The field's latent at ``coords``, expressed in the metric of its gene decoder.
+
+    The decoder is linear: the predicted expression is ``latent @ M.T + c`` with ``M = diag(gene_std) W``
+    for the MSE loss (``W`` the ``(n_genes, r)`` decoder weight, ``gene_std`` the training
+    standardisation) and ``M = W`` for count losses (whose output is a log rate). With the SVD
+    ``M = U S V^T``, the embedding ``latent @ V S`` is a rotation of the predicted profiles: Euclidean
+    distances between embeddings equal distances between predicted log-expression profiles, the space
+    scanpy clusters in (log-normalised, unscaled). Clustering the raw latent instead weighs latent
+    directions the decoder barely uses as much as the ones that drive the genes (on the synthetic
+    embryo: adjusted Rand index about 0.45 for the raw latent, about 0.9 for this embedding).
+
+    Parameters
+    ----------
+    field
+        A fitted :class:`~ntf_utils.model.field.NTFField`.
+    coords
+        ``(n, 3)`` (or ``(n, 4)`` with time) coordinates in original units.
+    time
+        Time for a field with a time axis when ``coords`` has 3 columns.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(n, k)`` float32 embedding, ``k = min(latent_dim, n_genes)``, columns ordered by decreasing
+        singular value of the decoder.
+    """
+    latent = field.latent(coords, time=time).astype(np.float64)
+    weight = field.network.decoder.weight.detach().cpu().numpy().astype(np.float64)  # (genes, r)
+    if field.config.loss == "mse":
+        weight = weight * np.asarray(field.gene_std, dtype=np.float64)[:, None]
+    _, s, vt = np.linalg.svd(weight, full_matrices=False)
+    basis = vt.T * s[None, :]  # (r, k)
+    return (latent @ basis).astype(np.float32)
+
+
+def domain_grid(field, shape=48, *, bounds=None):
+    """Voxel centres of a render-style grid over the field and which of them lie inside the tissue.
+
+    Parameters
+    ----------
+    field
+        A fitted :class:`~ntf_utils.model.field.NTFField`.
+    shape
+        As in :meth:`NTFField.render`: voxels along the longest axis (int) or ``(nx, ny, nz)``.
+    bounds
+        ``(3, 2)`` box in original units (default the training bounds).
+
+    Returns
+    -------
+    (coords, inside, shape, axes)
+        ``coords`` ``(nx * ny * nz, 3)`` voxel centres in C order (x slowest, as
+        :meth:`Volume.coords <ntf_utils.model.volume.Volume.coords>`), ``inside`` the matching boolean
+        mask from :meth:`NTFField.inside`, the grid ``shape`` and the three axis arrays.
+    """
+    box = np.asarray(bounds if bounds is not None else field.bounds[:3], dtype=np.float64)
+    if box.shape != (3, 2):
+        raise ValueError(f"bounds must be ((xmin, xmax), (ymin, ymax), (zmin, zmax)), got shape {box.shape}")
+    grid_shape = field.grid_shape(shape, box)
+    axes = tuple(np.linspace(lo, hi, n) for (lo, hi), n in zip(box, grid_shape))
+    mesh = np.meshgrid(*axes, indexing="ij")
+    coords = np.stack([m.ravel() for m in mesh], axis=1)
+    return coords, field.inside(coords), grid_shape, axes
+
+
+def _resolve_method(method, n_domains):
+    if method is None:
+        method = "kmeans" if n_domains is not None else "leiden"
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS} (or None to choose from n_domains), got {method!r}")
+    if method == "kmeans" and n_domains is None:
+        raise ValueError("method='kmeans' needs n_domains=<number of domains>; or use method='leiden' with a resolution")
+    if method == "leiden" and n_domains is not None:
+        raise ValueError(
+            "n_domains is only used by method='kmeans'; pass method='kmeans' for a fixed number of domains, "
+            "or drop n_domains and tune resolution= for leiden"
+        )
+    if n_domains is not None and (isinstance(n_domains, bool) or int(n_domains) != n_domains or n_domains < 1):
+        raise ValueError(f"n_domains must be a positive integer, got {n_domains!r}")
+    return method
+
+
+def _cluster(embedding: np.ndarray, method: str, n_domains, resolution, n_neighbors, seed) -> np.ndarray:
+    """Integer labels ordered by cluster size (0 = largest)."""
+    n = len(embedding)
+    if method == "kmeans":
+        from sklearn.cluster import KMeans
+
+        k = int(n_domains)
+        if k > n:
+            raise ValueError(f"n_domains={k} is larger than the number of points ({n}); use fewer domains")
+        labels = KMeans(n_clusters=k, n_init=10, random_state=seed).fit_predict(embedding)
+    else:
+        labels = _leiden(embedding, resolution, n_neighbors, seed)
+    # relabel by decreasing size (ties by first occurrence) so labels do not depend on the solver's order
+    uniq, first, counts = np.unique(labels, return_index=True, return_counts=True)
+    order = np.lexsort((first, -counts))
+    remap = np.empty(len(uniq), dtype=np.int64)
+    remap[order] = np.arange(len(uniq))
+    return remap[np.searchsorted(uniq, labels)]
+
+
+def _leiden(embedding, resolution, n_neighbors, seed) -> np.ndarray:
+    import anndata as ad
+    import scanpy as sc
+
+    try:
+        import igraph  # noqa: F401
+    except ImportError as err:  # pragma: no cover - igraph ships with the notebooks extra
+        raise ImportError(
+            "method='leiden' needs python-igraph (pip install igraph), or use method='kmeans' with n_domains=..."
+        ) from err
+    n = len(embedding)
+    if n < 3:
+        raise ValueError(f"leiden needs at least 3 points, got {n}; use a larger grid or more cells")
+    tmp = ad.AnnData(X=np.zeros((n, 0), dtype=np.float32))
+    tmp.obsm["X_latent"] = embedding
+    sc.pp.neighbors(tmp, n_neighbors=min(int(n_neighbors), n - 1), use_rep="X_latent", random_state=seed)
+    sc.tl.leiden(tmp, resolution=float(resolution), flavor="igraph", n_iterations=2, directed=False,
+                 random_state=seed, key_added="leiden")
+    return tmp.obs["leiden"].astype(int).to_numpy()
+
+
+def domains(
+    field,
+    grid=None,
+    *,
+    n_domains: int | None = None,
+    method: str | None = None,
+    resolution: float = 1.0,
+    shape=48,
+    key_added: str = "ntf_domain",
+    n_neighbors: int = 15,
+    seed: int = 0,
+    spatial_key: str = "spatial_3d",
+    time=None,
+    copy: bool = False,
+):
+    """3D spatial domains: cluster the field's latent over a voxel grid or at cells.
+
+    The latent at each point is embedded in the metric of the field's linear gene decoder (see
+    :func:`latent_embedding`: distances equal distances between the decoded genes) and clustered
+    with Leiden on a kNN graph (:func:`scanpy.pp.neighbors` + :func:`scanpy.tl.leiden`, igraph
+    flavour) or with k-means (:class:`sklearn.cluster.KMeans`) into ``n_domains`` domains. Domains are
+    numbered ``"0", "1", ...`` by decreasing size.
+
+    On the synthetic embryo (10 sections x 400 cells, 40 genes, a 200-step field) k-means at the true
+    number of domains recovers the six true domains at the cells with an adjusted Rand index of 0.92
+    to 0.93 (two data seeds; ``tests/test_domains.py`` requires 0.75). Leiden on the same cells splits
+    smooth gradients into extra domains (ARI about 0.5 at ``resolution=0.1-0.2``): prefer k-means when
+    the number of domains is known.
+
+    Parameters
+    ----------
+    field
+        A fitted :class:`~ntf_utils.model.field.NTFField`.
+    grid
+        ``None``: a render-style voxel grid over the field's bounds (``shape`` as in
+        :meth:`NTFField.render`), keeping the voxels inside the tissue (:meth:`NTFField.inside`).
+        An AnnData: cluster at its cells (coordinates in ``obsm[spatial_key]``) and write the labels
+        into it. An ``(n, 3)`` array: cluster at these points.
+    n_domains
+        Number of domains for k-means.
+    method
+        ``"leiden"`` or ``"kmeans"``; default k-means when ``n_domains`` is given, else Leiden.
+    resolution
+        Leiden resolution (higher: more, smaller domains).
+    shape
+        Grid size when ``grid`` is None: voxels along the longest axis, or ``(nx, ny, nz)``.
+    key_added
+        Name of the label column (``obs[key_added]``); the embedding goes to
+        ``obsm[f"{key_added}_latent"]`` and the parameters to ``uns[key_added]``.
+    n_neighbors
+        Neighbours of the kNN graph for Leiden.
+    seed
+        Seeds k-means, the kNN graph and Leiden: the same seed gives the same domains.
+    spatial_key
+        ``obsm`` key of the coordinates when ``grid`` is an AnnData.
+    time
+        Time for a field with a time axis (3-column coordinates).
+    copy
+        With an AnnData ``grid``: return a copy with the domains instead of writing into ``grid``.
+
+    Returns
+    -------
+    AnnData or None
+        ``grid=None`` or an array: a new AnnData with one observation per point (for the grid, per
+        voxel inside the tissue, in the C order of :meth:`Volume.to_anndata
+        <ntf_utils.model.volume.Volume.to_anndata>`), ``obs[key_added]`` (categorical), ``obs["z"]``,
+        ``obsm["spatial_3d"]``, ``obsm[f"{key_added}_latent"]`` and ``uns[key_added]`` (for the grid
+        also ``shape``, ``bounds`` and ``obs["voxel"]``, the flat C-order voxel index). Plot it with
+        ``ntf_utils.pl.domains_3d(result, key_added)``. An AnnData ``grid``: ``None`` (it gets
+        ``obs[key_added]``, ``obsm[f"{key_added}_latent"]`` and ``uns[key_added]``), or the annotated
+        copy when ``copy=True``.
+
+    Examples
+    --------
+    >>> vox = ntf_utils.tl.domains(field, shape=40)  # doctest: +SKIP
+    >>> ntf_utils.pl.domains_3d(vox, "ntf_domain")  # doctest: +SKIP
+    >>> ntf_utils.tl.domains(field, adata, n_domains=6)  # writes adata.obs["ntf_domain"]  # doctest: +SKIP
+    """
+    import anndata as ad
+
+    method = _resolve_method(method, n_domains)
+    params = {
+        "method": method,
+        "n_domains": None if n_domains is None else int(n_domains),
+        "resolution": float(resolution),
+        "n_neighbors": int(n_neighbors),
+        "seed": int(seed),
+        "embedding": "latent in the decoder metric (latent @ V S, W = U S V^T)",
+    }
+    if isinstance(grid, ad.AnnData):
+        coords = get_coords(grid, spatial_key, n_cols=(3, 4))
+        embedding = latent_embedding(field, coords, time=time)
+        labels = _cluster(embedding, method, n_domains, resolution, n_neighbors, seed)
+        target = grid.copy() if copy else grid
+        target.obs[key_added] = _categorical(labels, target.obs_names)
+        target.obsm[f"{key_added}_latent"] = embedding
+        target.uns[key_added] = params
+        return target if copy else None
+
+    if copy:
+        raise ValueError("copy=True only applies when grid is an AnnData; grid=None or an array returns a new AnnData")
+    voxel = None
+    if grid is None:
+        all_coords, inside, grid_shape, axes = domain_grid(field, shape)
+        if not inside.any():
+            raise ValueError(
+                f"no voxel of the {grid_shape} grid lies inside the tissue; pass a larger shape (e.g. shape=64)"
+            )
+        voxel = np.flatnonzero(inside)
+        coords = all_coords[voxel]
+        params.update(shape=[int(v) for v in grid_shape], bounds=[[float(a[0]), float(a[-1])] for a in axes])
+    else:
+        coords = check_coords(grid, "grid", n_cols=(3, 4))
+    embedding = latent_embedding(field, coords, time=time)
+    labels = _cluster(embedding, method, n_domains, resolution, n_neighbors, seed)
+    prefix = "voxel" if voxel is not None else "point"
+    names = [f"{prefix}_{i}" for i in (voxel if voxel is not None else range(len(coords)))]
+    out = ad.AnnData(X=np.zeros((len(coords), 0), dtype=np.float32), obs=pd.DataFrame(index=names))
+    out.obs[key_added] = _categorical(labels, out.obs_names)
+    out.obs["z"] = coords[:, 2]
+    if voxel is not None:
+        out.obs["voxel"] = voxel
+    out.obsm["spatial_3d"] = coords[:, :3].copy()
+    out.obsm[f"{key_added}_latent"] = embedding
+    out.uns[key_added] = params
+    return out
+
+
+def _categorical(labels: np.ndarray, index) -> pd.Series:
+    cats = [str(i) for i in range(int(labels.max()) + 1)] if len(labels) else []
+    return pd.Series(pd.Categorical([str(v) for v in labels], categories=cats), index=index)
