@@ -79,9 +79,9 @@ class NTFConfig:
     finest_resolution: float | None = None
     xy_cells_per_voxel: float = 2.0
     z_voxels_per_gap: float = 1.0
-    hidden_width: int = 64
+    hidden_width: int = 128
     hidden_layers: int = 2
-    latent_dim: int = 32
+    latent_dim: int = 64
     loss: str = "mse"
     steps: int | None = None
     batch_size: int = 4096
