@@ -26,3 +26,7 @@ from ._gradients import gradients  # noqa: E402
 from ._uncertainty import FieldUncertainty, uncertainty  # noqa: E402
 
 __all__ += ["domains", "gradients", "uncertainty", "FieldUncertainty"]
+
+from ..atlas import fit_atlas, render_to_zarr  # noqa: E402
+
+__all__ += ["fit_atlas", "render_to_zarr"]
