@@ -47,14 +47,18 @@ def get_coords(adata, key: str, n_cols: int | tuple[int, ...] = (3, 4)) -> np.nd
     if key not in adata.obsm:
         hint = " Run ntf_utils.pp.stack_sections first to build it." if key == "spatial_3d" else ""
         raise KeyError(f"obsm[{key!r}] not found; available obsm keys: {list(adata.obsm.keys())}.{hint}")
-    coords = np.asarray(adata.obsm[key], dtype=np.float64)
-    return check_coords(coords, f"obsm[{key!r}]", n_cols)
+    return check_coords(adata.obsm[key], f"obsm[{key!r}]", n_cols)
 
 
 def check_coords(coords, what: str, n_cols: int | tuple[int, ...] = (3, 4)) -> np.ndarray:
     """Validate an ``(n, d)`` coordinate array; returns it as float64."""
     allowed = (n_cols,) if isinstance(n_cols, int) else tuple(n_cols)
-    coords = np.asarray(coords, dtype=np.float64)
+    try:
+        coords = np.asarray(coords, dtype=np.float64)
+    except (TypeError, ValueError) as err:  # strings, None rows, ragged lists
+        raise ValueError(
+            f"{what} must be a numeric (n, {' or '.join(map(str, allowed))}) array; it cannot be read as numbers ({err})"
+        ) from err
     if coords.ndim == 1 and coords.shape[0] in allowed:
         coords = coords[None, :]
     if coords.ndim != 2 or coords.shape[1] not in allowed:
@@ -66,3 +70,37 @@ def check_coords(coords, what: str, n_cols: int | tuple[int, ...] = (3, 4)) -> n
         bad = int((~np.isfinite(coords)).any(1).sum())
         raise ValueError(f"{what} has NaN/inf in {bad} rows; drop those cells (adata[mask].copy()) or fix the coordinates")
     return coords
+
+
+def check_positive_int(value, what: str) -> int:
+    """``value`` as an int >= 1 (e.g. a batch size), else a ``ValueError`` naming ``what``."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{what} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def check_number(value, what: str) -> float:
+    """``value`` as a finite float, else a ``ValueError`` naming ``what``."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{what} must be a finite number, got {value!r}") from err
+    if isinstance(value, (bool, np.bool_)) or not np.isfinite(number):
+        raise ValueError(f"{what} must be a finite number, got {value!r}")
+    return number
+
+
+def check_box(bounds, what: str, n_axes: int) -> np.ndarray:
+    """An ``(n_axes, 2)`` box of finite ``(min, max)`` rows with ``min <= max``, as float64."""
+    try:
+        box = np.asarray(bounds, dtype=np.float64)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{what} must be {n_axes} numeric (min, max) pairs, got {bounds!r}") from err
+    if box.shape != (n_axes, 2):
+        raise ValueError(f"{what} must be {n_axes} (min, max) pairs, shape ({n_axes}, 2), got shape {box.shape}")
+    if not np.isfinite(box).all():
+        raise ValueError(f"{what} has NaN/inf values: {box.tolist()}; pass finite (min, max) pairs")
+    if (box[:, 0] > box[:, 1]).any():
+        raise ValueError(f"{what} has min > max on axis {int(np.argmax(box[:, 0] > box[:, 1]))}: {box.tolist()}; "
+                         "pass (min, max) in increasing order")
+    return box

@@ -220,6 +220,7 @@ def rasterize_section(
     *,
     pad: int = 0,
     return_edges: bool = False,
+    max_bytes: float = 4e9,
 ):
     """Bin the cells of one section into a 2D image (mean of the cells in each pixel).
 
@@ -245,6 +246,9 @@ def rasterize_section(
         :func:`ssim`'s border crop removes no tissue.
     return_edges
         Also return the pixel edges along x and y.
+    max_bytes
+        Refuse (``MemoryError`` stating the size) images whose work arrays would exceed this,
+        e.g. a tiny ``resolution`` over a wide extent.
 
     Returns
     -------
@@ -307,6 +311,12 @@ def rasterize_section(
             [y_edges[0] - dy * np.arange(pad, 0, -1), y_edges, y_edges[-1] + dy * np.arange(1, pad + 1)]
         )
         nx, ny = nx + 2 * pad, ny + 2 * pad
+    needed = 3.0 * nx * ny * vals.shape[1] * 8  # sums, counts and the image, float64
+    if needed > max_bytes:
+        raise MemoryError(
+            f"a {nx} x {ny} pixel image with {vals.shape[1]} channels needs {needed / 1e9:.1f} GB (max_bytes="
+            f"{max_bytes / 1e9:.1f} GB); pass a coarser resolution or a smaller shape"
+        )
 
     ix = np.searchsorted(x_edges, xy[:, 0], side="right") - 1
     iy = np.searchsorted(y_edges, xy[:, 1], side="right") - 1

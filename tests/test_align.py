@@ -158,7 +158,7 @@ def test_copy_false_modifies_in_place(truth_sections):
 def test_errors(truth_sections):
     with pytest.raises(KeyError, match="obsm\\['xy'\\]"):
         pp.align_sections(truth_sections[:2], spatial_key="xy")
-    with pytest.raises(IndexError, match="out of range"):
+    with pytest.raises(ValueError, match="out of range"):
         pp.align_sections(truth_sections[:2], reference=5)
     with pytest.raises(ValueError, match="empty"):
         pp.align_sections([])

@@ -1,7 +1,8 @@
 """Atomic, code-free persistence of fields and training checkpoints.
 
 * A saved field is one safetensors file: tensors plus a JSON document in the header's metadata.
-  safetensors holds raw arrays only, so loading cannot execute code.
+  safetensors holds raw arrays only, so loading cannot execute code. A sha256 of the JSON and every
+  tensor is stored next to them, so any changed byte (disk damage, an edited file) is detected.
 * A training checkpoint (optimizer state, RNG state, counters) is written with ``torch.save`` and
   read with ``torch.load(weights_only=True)``, which refuses anything but tensors and plain
   containers.
@@ -11,14 +12,15 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
-import tempfile
+import secrets
 from pathlib import Path
 
 import torch
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the header holds "ntf_sha256", a digest of the JSON and the tensors
 TRAINING_CHECKPOINT = "training_checkpoint.pt"
 TRAINING_FINGERPRINT = "training_checkpoint.json"
 
@@ -27,10 +29,14 @@ def atomic_write(path: Path, write) -> None:
     """Call ``write(file_path)`` on a temporary sibling of ``path``, fsync it, rename it into place."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    tmp = str(path.parent / f".{path.name}.{secrets.token_hex(8)}.tmp")
+    # O_EXCL: never clobber another writer's file; mode 0o666 & ~umask, like a plain open() (mkstemp's
+    # 0o600 would make a saved field unreadable to the rest of a lab group)
+    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+    mode = os.stat(tmp).st_mode & 0o777
     try:
         write(tmp)
+        os.chmod(tmp, mode)  # some writers (safetensors) replace the file with a 0o600 one
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp, path)
@@ -48,9 +54,20 @@ def save_field_file(path: Path, tensors: dict[str, torch.Tensor], metadata: dict
     """Write tensors and a JSON metadata document as one safetensors file, atomically."""
     from safetensors.torch import save_file
 
-    header = {"ntf": json.dumps({"format_version": FORMAT_VERSION, **metadata})}
+    document = json.dumps({"format_version": FORMAT_VERSION, **metadata})
     tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+    header = {"ntf": document, "ntf_sha256": _digest(document, tensors)}
     atomic_write(Path(path), lambda tmp: save_file(tensors, tmp, metadata=header))
+
+
+def _digest(document: str, tensors: dict[str, torch.Tensor]) -> str:
+    """sha256 of the JSON document and of every tensor's name, dtype, shape and bytes."""
+    h = hashlib.sha256(document.encode())
+    for name in sorted(tensors):
+        t = tensors[name].detach().cpu().contiguous()
+        h.update(f"\n{name}|{t.dtype}|{tuple(t.shape)}\n".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
 
 
 def load_field_file(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
@@ -77,9 +94,15 @@ def load_field_file(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
         metadata = json.loads(header["ntf"])
     except json.JSONDecodeError as err:
         raise ValueError(f"{path}: the field's JSON metadata is damaged: {err}") from err
-    if metadata.get("format_version", 0) > FORMAT_VERSION:
+    version = metadata.get("format_version", 0) if isinstance(metadata, dict) else None
+    if not isinstance(version, int):
+        raise ValueError(f"{path}: the field's JSON metadata is damaged (no integer format_version)")
+    if version > FORMAT_VERSION:
+        raise ValueError(f"{path} was written by a newer ntf_utils (format {version}); upgrade ntf_utils")
+    if version >= 2 and header.get("ntf_sha256") != _digest(header["ntf"], tensors):
         raise ValueError(
-            f"{path} was written by a newer ntf_utils (format {metadata['format_version']}); upgrade ntf_utils"
+            f"{path} fails its checksum: the file was damaged or modified after it was saved; "
+            "restore it from a backup or save the field again"
         )
     return tensors, metadata
 
@@ -113,12 +136,32 @@ def load_training_checkpoint(directory: Path, fingerprint: str) -> dict | None:
             f"the training checkpoint {ckpt_path} cannot be read ({type(err).__name__}: {err}); "
             "delete it to start the fit from scratch"
         ) from err
-    if payload.get("fingerprint", None) not in (None, fingerprint) or _stored_fingerprint(directory) != fingerprint:
+    # the fingerprint inside the checkpoint is authoritative; the JSON note next to it is written
+    # after it (a kill between the two leaves the note missing or one checkpoint behind)
+    if not isinstance(payload, dict) or "state" not in payload:
+        raise ValueError(f"{ckpt_path} is not an ntf_utils training checkpoint; delete it to start the fit from scratch")
+    stored = payload.get("fingerprint")
+    if stored is None:
+        stored = _stored_fingerprint(directory)
+    if stored != fingerprint:
         raise ValueError(
             f"checkpoint_dir {directory} holds a checkpoint of a different run (other data, genes or config); "
             "use a new checkpoint_dir, or delete the old checkpoint to start over"
         )
     return payload
+
+
+def remove_stale_temporaries(directory: Path) -> list[Path]:
+    """Delete temporary checkpoint files left by a writer that was killed mid-write; returns them.
+
+    They are never read (only complete files are renamed into place); this only frees the space.
+    """
+    stale = []
+    for name in (TRAINING_CHECKPOINT, TRAINING_FINGERPRINT):
+        for tmp in Path(directory).glob(f".{name}.*.tmp"):
+            tmp.unlink(missing_ok=True)
+            stale.append(tmp)
+    return stale
 
 
 def _stored_fingerprint(directory: Path) -> str | None:

@@ -101,9 +101,12 @@ class NTFConfig:
     def __post_init__(self) -> None:
         if self.loss not in LOSSES:
             raise ValueError(f"loss must be one of {LOSSES}, not {self.loss!r}")
-        for name in ("n_levels", "n_features_per_level", "hidden_width", "latent_dim", "batch_size"):
+        for name in ("n_levels", "n_features_per_level", "hidden_width", "latent_dim", "batch_size", "eval_every",
+                     "checkpoint_every", "patience"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"config.{name} must be a positive integer, got {getattr(self, name)!r}")
+        if self.steps is not None and int(self.steps) < 1:
+            raise ValueError(f"config.steps must be a positive integer (or None to choose it from the data), got {self.steps!r}")
         if self.hidden_layers < 0:
             raise ValueError(f"config.hidden_layers must be >= 0, got {self.hidden_layers}")
         if self.lr <= 0:

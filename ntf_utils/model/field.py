@@ -10,7 +10,7 @@ import pandas as pd
 import torch
 from scipy.spatial import cKDTree
 
-from .._validate import check_coords, get_coords
+from .._validate import check_box, check_coords, check_number, check_positive_int, get_coords
 from . import checkpoint as ckpt
 from .config import NTFConfig
 from .coords import CoordinateTransform
@@ -102,6 +102,10 @@ class NTFField:
             return np.arange(self.n_genes)
         if isinstance(genes, str):
             genes = [genes]
+        try:
+            genes = list(genes)
+        except TypeError as err:
+            raise TypeError(f"genes must be a gene name or a list of gene names, got {type(genes).__name__}") from err
         missing = [g for g in genes if g not in self._gene_pos]
         if missing:
             raise KeyError(
@@ -148,6 +152,7 @@ class NTFField:
         for the MSE loss; expected counts at the median library size for count losses).
         """
         coords = self._prepare_coords(coords, time)
+        batch_size = check_positive_int(batch_size, "batch_size")
         index = torch.as_tensor(self.gene_index(genes), device=self.device)
         out = np.empty((len(coords), len(index)), dtype=np.float32)
         with torch.no_grad():
@@ -160,6 +165,7 @@ class NTFField:
     def latent(self, coords, *, time=None, batch_size: int = 65536) -> np.ndarray:
         """The ``(n, latent_dim)`` latent: a compact description of the expression state at each point."""
         coords = self._prepare_coords(coords, time)
+        batch_size = check_positive_int(batch_size, "batch_size")
         out = np.empty((len(coords), self.config.latent_dim), dtype=np.float32)
         with torch.no_grad():
             for start in range(0, len(coords), batch_size):
@@ -175,6 +181,7 @@ class NTFField:
         ``(n, len(genes), D)`` float32 array: d value / d (x, y, z[, time]).
         """
         coords = self._prepare_coords(coords, time)
+        batch_size = check_positive_int(batch_size, "batch_size")
         index = torch.as_tensor(self.gene_index(genes), device=self.device)
         scale = torch.as_tensor(self.transform.scale, dtype=torch.float32, device=self.device)
         out = np.empty((len(coords), len(index), coords.shape[1]), dtype=np.float32)
@@ -222,14 +229,17 @@ class NTFField:
         """
         coords = get_coords(adata, spatial_key, n_cols=(3, 4))
         if time_key is not None:
-            coords = np.column_stack([coords[:, :3], adata.obs[time_key].to_numpy(dtype=np.float64)])
+            if time_key not in adata.obs:
+                raise KeyError(f"obs[{time_key!r}] not found; available columns: {list(adata.obs.columns)}")
+            t = pd.to_numeric(adata.obs[time_key], errors="coerce").to_numpy(dtype=np.float64)
+            coords = np.column_stack([coords[:, :3], t])
         values = self.predict(coords, genes=list(adata.var_names))
         target = adata.copy() if copy else adata
         target.layers[layer_added] = values
         return target if copy else None
 
     def slice(self, z: float, resolution: float | None = None, *, genes=None, bounds=None, time=None,
-              inside_only: bool = True):
+              inside_only: bool = True, max_bytes: float = 4e9):
         """A virtual section at height ``z``: a regular in-plane grid of predicted spots.
 
         Parameters
@@ -246,6 +256,9 @@ class NTFField:
             Time, for a field with a time axis.
         inside_only
             Keep only spots within the sampled tissue (see :meth:`inside`).
+        max_bytes
+            Refuse (with the size needed) grids whose coordinates and values would exceed this;
+            pass a coarser ``resolution``, smaller ``bounds`` or fewer genes instead.
 
         Returns
         -------
@@ -253,25 +266,32 @@ class NTFField:
         """
         import anndata as ad
 
-        resolution = float(resolution or self.info["xy_spacing"])
+        z = check_number(z, "z")
+        resolution = check_number(self.info["xy_spacing"] if resolution is None else resolution, "resolution")
         if resolution <= 0:
             raise ValueError(f"resolution must be > 0, got {resolution}")
-        (x0, x1), (y0, y1) = bounds if bounds is not None else self.bounds[:2]
+        (x0, x1), (y0, y1) = check_box(self.bounds[:2] if bounds is None else bounds, "bounds", 2)
         nx, ny = int(np.floor((x1 - x0) / resolution)) + 1, int(np.floor((y1 - y0) / resolution)) + 1
-        if nx * ny > 50_000_000:
-            raise MemoryError(f"a {nx} x {ny} slice is too large; pass a coarser resolution")
-        xs, ys = x0 + resolution * np.arange(nx), y0 + resolution * np.arange(ny)
-        gx, gy = np.meshgrid(xs, ys, indexing="ij")
-        coords = np.column_stack([gx.ravel(), gy.ravel(), np.full(gx.size, float(z))])
-        if inside_only:
-            coords = coords[self.inside(coords)]
         gene_list = [self.genes[i] for i in self.gene_index(genes)]
+        # per spot of the returned AnnData: spatial_3d + spatial (40 B), values, obs name and index (~100 B)
+        needed = float(nx) * float(ny) * (140 + 4 * len(gene_list))
+        if needed > max_bytes:
+            raise MemoryError(
+                f"a {nx} x {ny} slice with {len(gene_list)} genes needs {needed / 1e9:.1f} GB (max_bytes="
+                f"{max_bytes / 1e9:.1f} GB); pass a coarser resolution, smaller bounds or fewer genes"
+            )
+        parts = []
+        for start in range(0, nx * ny, 1_000_000):  # spots in chunks: the inside test runs on bounded memory
+            ix, iy = np.divmod(np.arange(start, min(start + 1_000_000, nx * ny)), ny)
+            part = np.column_stack([x0 + resolution * ix, y0 + resolution * iy, np.full(len(ix), z)])
+            parts.append(part[self.inside(part)] if inside_only else part)
+        coords = np.concatenate(parts)
         values = self.predict(coords, gene_list, time=time)
         out = ad.AnnData(X=values, var=pd.DataFrame(index=gene_list))
         out.obs_names = [f"virtual_{i}" for i in range(out.n_obs)]
         out.obsm["spatial"] = coords[:, :2].copy()
         out.obsm["spatial_3d"] = coords
-        out.obs["z"] = float(z)
+        out.obs["z"] = z
         out.obs["section"] = pd.Categorical([f"virtual z={z:g}"] * out.n_obs)
         return out
 
@@ -290,6 +310,8 @@ class NTFField:
             ``(3, 2)`` box in original units (default the training bounds).
         time
             Time, for a field with a time axis.
+        batch_size
+            Voxels per chunk: beyond the returned volume, memory stays bounded by it.
         max_bytes
             Refuse (with the size needed) volumes larger than this; render a few genes, a smaller
             shape, or stream to disk with :func:`ntf_utils.tl.render_to_zarr` instead.
@@ -298,12 +320,12 @@ class NTFField:
         -------
         :class:`~ntf_utils.model.volume.Volume`
         """
-        box = np.asarray(bounds if bounds is not None else self.bounds[:3], dtype=np.float64)
-        if box.shape != (3, 2):
-            raise ValueError(f"bounds must be ((xmin, xmax), (ymin, ymax), (zmin, zmax)), got shape {box.shape}")
+        box = check_box(self.bounds[:3] if bounds is None else bounds, "bounds", 3)
         shape = self.grid_shape(shape, box)
+        batch_size = check_positive_int(batch_size, "batch_size")
         gene_list = [self.genes[i] for i in self.gene_index(genes)]
-        needed = float(np.prod(shape)) * len(gene_list) * 4
+        n_voxels = float(np.prod(np.asarray(shape, dtype=np.float64)))
+        needed = n_voxels * (len(gene_list) * 4 + 1)  # float32 values + the boolean mask
         if needed > max_bytes:
             raise MemoryError(
                 f"rendering {shape} voxels x {len(gene_list)} genes needs {needed / 1e9:.1f} GB (max_bytes="
@@ -311,20 +333,31 @@ class NTFField:
             )
         axes = tuple(np.linspace(lo, hi, n) for (lo, hi), n in zip(box, shape))
         volume = Volume(np.empty((*shape, len(gene_list)), np.float32), axes, gene_list, np.zeros(shape, bool))
-        coords = volume.coords()
-        volume.values.reshape(-1, len(gene_list))[:] = self.predict(coords, gene_list, time=time, batch_size=batch_size)
-        volume.mask.reshape(-1)[:] = self.inside(coords)
+        n_voxels = int(n_voxels)
+        values = volume.values.reshape(n_voxels, len(gene_list))
+        mask = volume.mask.reshape(n_voxels)
+        for start in range(0, n_voxels, batch_size):  # voxel coordinates chunk by chunk: bounded extra memory
+            stop = min(start + batch_size, n_voxels)
+            ijk = np.unravel_index(np.arange(start, stop), shape)
+            coords = np.column_stack([axis[i] for axis, i in zip(axes, ijk)])
+            values[start:stop] = self.predict(coords, gene_list, time=time, batch_size=batch_size)
+            mask[start:stop] = self.inside(coords)
         return volume
 
     def grid_shape(self, shape, box: np.ndarray) -> tuple[int, int, int]:
         """Voxel counts for ``shape`` (int = voxels along the longest axis of ``box``)."""
         if np.isscalar(shape):
+            if check_number(shape, "shape") < 1:
+                raise ValueError(f"shape must be a positive int (voxels along the longest axis) or three, got {shape!r}")
             extent = np.maximum(box[:, 1] - box[:, 0], 1e-12)
             out = np.maximum(1, np.round(extent / extent.max() * int(shape))).astype(int)
             # keep at least one voxel per section along a thin z
             out[2] = max(out[2], min(int(shape), len(self.info.get("section_z", [])) or 1))
             return tuple(int(v) for v in out)
-        shape = tuple(int(v) for v in shape)
+        try:
+            shape = tuple(int(v) for v in shape)
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"shape must be an int or three positive ints, got {shape!r}") from err
         if len(shape) != 3 or min(shape) < 1:
             raise ValueError(f"shape must be an int or three positive ints, got {shape}")
         return shape

@@ -136,6 +136,7 @@ def train(
     state = TrainState()
     best_weights = None
     if checkpoint_dir is not None:
+        ckpt.remove_stale_temporaries(checkpoint_dir)
         resumed = ckpt.load_training_checkpoint(checkpoint_dir, fingerprint)
         if resumed is not None:
             network.load_state_dict(resumed["network"])
@@ -220,12 +221,13 @@ def _progress_bar(total: int, initial: int, enabled: bool):
 
 def standardise(values: np.ndarray, mask: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
     """Per-gene mean and standard deviation (over measured entries); constant genes get std 1."""
+    # float64 accumulation: float32 sums of squares overflow for values above ~1e19
     if mask is None:
-        mean = values.mean(0)
-        std = values.std(0)
+        mean = values.mean(0, dtype=np.float64)
+        std = values.std(0, dtype=np.float64)
     else:
-        count = np.maximum(mask.sum(0), 1)
-        mean = (values * mask).sum(0) / count
+        count = np.maximum(mask.sum(0, dtype=np.float64), 1)
+        mean = (values * mask).sum(0, dtype=np.float64) / count
         std = np.sqrt((((values - mean) * mask) ** 2).sum(0) / count)
     std = np.where(std > 1e-8, std, 1.0)
     return mean.astype(np.float32), std.astype(np.float32)

@@ -407,7 +407,7 @@ def align_sections(
     else:
         ref = int(reference)
         if not -n <= ref < n:
-            raise IndexError(f"reference={reference} is out of range for {n} sections.")
+            raise ValueError(f"reference={reference} is out of range for {n} sections; pass an index in [-{n}, {n - 1}].")
         ref %= n
 
     rng = np.random.default_rng(random_state)

@@ -114,7 +114,10 @@ def log_normalize(
     if not isinstance(key_added, str) or not key_added:
         raise ValueError(f"key_added must be a non-empty string, got {key_added!r}.")
     if target_sum is not None:
-        target_sum = float(target_sum)
+        try:
+            target_sum = float(target_sum)
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"target_sum must be a positive number or None (median), got {target_sum!r}.") from err
         if not np.isfinite(target_sum) or target_sum <= 0:
             raise ValueError(f"target_sum must be a positive number or None (median), got {target_sum}.")
 

@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 import anndata as ad
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 
 from .._validate import check_coords, get_coords
 
@@ -74,9 +75,12 @@ def stack_sections(
     _check_distinct_z(names, z_values, times)
 
     parts = []
+    any_sparse = any(sp.issparse(m) for s in sections for m in (s.X, *s.layers.values()))
     for section, name, z_value, t_value in zip(sections, names, z_values, times):
         xy = get_coords(section, spatial_key, n_cols=(2, 3))[:, :2]
         part = section.copy()
+        if any_sparse:  # scipy.sparse has no float16: concatenating it with sparse sections needs float32
+            _upcast_half(part)
         part.obsm["spatial"] = xy
         part.obsm["spatial_3d"] = np.column_stack([xy, np.full(len(xy), z_value)])
         part.obs["z"] = float(z_value)
@@ -113,6 +117,15 @@ def stack_sections(
         mask = np.concatenate([np.asarray(union.isin(genes))[None, :].repeat(p.n_obs, 0) for p, genes in zip(parts, gene_sets)])
         stacked.layers["ntf_mask"] = mask.astype(np.uint8)
     return _finish(stacked, names, z_values, times)
+
+
+def _upcast_half(adata: ad.AnnData) -> None:
+    """Store float16 ``X`` / layers of ``adata`` (a private copy) as float32."""
+    if adata.X is not None and getattr(adata.X, "dtype", None) == np.float16:
+        adata.X = np.asarray(adata.X, dtype=np.float32)
+    for key in list(adata.layers.keys()):
+        if getattr(adata.layers[key], "dtype", None) == np.float16:
+            adata.layers[key] = np.asarray(adata.layers[key], dtype=np.float32)
 
 
 def _section_names(sections, section_names) -> list[str]:

@@ -21,6 +21,8 @@ import numpy as np
 from scipy import sparse
 from scipy.spatial import cKDTree
 
+from .._validate import check_finite_values
+
 __all__ = [
     "NearestSectionBaseline",
     "LinearInterpolationBaseline",
@@ -60,7 +62,12 @@ def _get_coords(adata, spatial_key: str) -> np.ndarray:
 
 
 def _check_coords(coords, what: str = "coords") -> np.ndarray:
-    c = np.asarray(coords, dtype=np.float64)
+    try:
+        c = np.asarray(coords, dtype=np.float64)
+    except (TypeError, ValueError) as err:  # strings, None, ragged lists
+        raise ValueError(f"{what} must be a numeric (n, 3) array of (x, y, z); it cannot be read as numbers ({err})") from err
+    if c.ndim == 1 and c.shape[0] == 3:  # one point
+        c = c[None, :]
     if c.ndim != 2 or c.shape[1] != 3:
         extra = ""
         if c.ndim == 2 and c.shape[1] == 4:
@@ -83,6 +90,10 @@ def _gene_index(available: Sequence[str], genes: Sequence[str] | str | None, whe
         return None
     if isinstance(genes, str):
         genes = [genes]
+    try:
+        genes = list(genes)
+    except TypeError as err:
+        raise TypeError(f"genes must be a gene name or a list of gene names, got {type(genes).__name__}") from err
     lookup = {g: i for i, g in enumerate(available)}
     missing = [g for g in genes if g not in lookup]
     if missing:
@@ -174,6 +185,7 @@ class _Base:
                 "before fitting."
             )
         values = _get_values(adata, layer)
+        check_finite_values(values, "adata.X" if layer is None else f"layers[{layer!r}]")
         all_genes = [str(g) for g in adata.var_names]
         idx = _gene_index(all_genes, genes, "the training data's var_names")
         mask = None
@@ -309,6 +321,10 @@ class _SectionwiseBase(_Base):
         """kNN mean of section ``s`` at in-plane positions ``xy``: ``(mean, support)``."""
         tree, values, mask, n = self._sections[s]
         k = min(self.k_, n)
+        # bring absurdly far queries (squared distances would overflow to inf, and the tree would
+        # report no neighbour) to within 1e6 section widths: from that far, any edge cell is as near
+        margin = 1e6 * max(float(np.max(tree.maxes - tree.mins)), 1.0)
+        xy = np.clip(xy, tree.mins - margin, tree.maxes + margin)
         _, idx = tree.query(xy, k=k)
         idx = np.asarray(idx).reshape(len(xy), k)
         rows = np.repeat(np.arange(len(xy)), k)
@@ -605,6 +621,8 @@ class KNNBaseline(_Base):
         """
         self._check_fitted()
         c = self._query(coords)
+        if len(c) == 0:
+            return self._finish(np.zeros((0, len(self.genes))), genes)
         k = min(self.k_, self.n_cells_)
         dist, idx = self._nn.kneighbors(c, n_neighbors=k)
         w = self._weights(dist)

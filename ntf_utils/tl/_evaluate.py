@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import warnings
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -135,6 +136,23 @@ def _predict_matrix(name, pred, test, coords, genes):
     return mat[:, [pos[g] for g in genes_eval]], genes_eval
 
 
+def _check_prediction_values(name, mat: np.ndarray) -> None:
+    """inf predictions are an error; NaN ones are left out of the metrics, with a warning."""
+    if np.isinf(mat).any():
+        raise ValueError(
+            f"method {name!r}: the predictions hold {int(np.isinf(mat).sum())} infinite values; "
+            "fix the predictor (or clip / np.nan_to_num its output) before evaluating"
+        )
+    n_nan = int(np.isnan(mat).sum())
+    if n_nan:
+        warnings.warn(
+            f"method {name!r}: {n_nan} of {mat.size} predicted values are NaN; the metrics leave those "
+            "entries out (pairwise complete), so they score the rest only",
+            UserWarning,
+            stacklevel=3,
+        )
+
+
 def _sections(test, section_key, coords):
     """List of ``(name, row indices)`` in section order (z order for a stacked AnnData)."""
     if section_key is not None and section_key in test.obs:
@@ -214,7 +232,8 @@ def evaluate_sections(
         trained with time.
     resolution
         Pixel size for the SSIM rasterisation (default: the section's median nearest-neighbour
-        distance, see :func:`ntf_utils.metrics.rasterize_section`).
+        distance, see :func:`ntf_utils.metrics.rasterize_section`, coarsened where needed so that
+        an image has at most 16 pixels per cell, e.g. when a few cells lie far from the rest).
     mask_key
         Layer marking measured entries; unmeasured truth entries (mask 0) are ignored.
 
@@ -273,6 +292,7 @@ def evaluate_sections(
     frames = []
     for name, pred in methods.items():
         mat, genes_eval = _predict_matrix(name, pred, test, query, genes)
+        _check_prediction_values(name, mat)
         cols = np.array([var_pos[g] for g in genes_eval], dtype=np.int64)
         for sec_name, rows in sections:
             if len(rows) == 0:
@@ -307,9 +327,22 @@ def evaluate_sections(
     return pd.concat(frames, ignore_index=True)[_COLUMNS]
 
 
+def _ssim_resolution(xy: np.ndarray) -> float:
+    """Default pixel size: about one cell per pixel, coarsened to at most 16 pixels per cell (a
+    few outlying cells would otherwise ask for a huge, nearly empty image)."""
+    res = _m.default_resolution(xy)
+    span = np.ptp(xy, axis=0) + res
+    max_pixels = max(16 * len(xy), 4096)
+    if (span[0] / res) * (span[1] / res) > max_pixels:
+        res = float(np.sqrt(span[0] * span[1] / max_pixels))
+    return res
+
+
 def _section_ssim(xy, pred, truth, resolution) -> np.ndarray:
     """Per-gene SSIM of the rasterised prediction vs truth of one section."""
     g = pred.shape[1]
+    if resolution is None:
+        resolution = _ssim_resolution(xy)
     img = _m.rasterize_section(xy, np.hstack([pred, truth]), resolution=resolution)
     out = np.full(g, np.nan)
     for j in range(g):

@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import scipy.sparse as sp
 import torch
 
@@ -147,9 +148,12 @@ def _coords_with_time(adata, spatial_key, time_key) -> np.ndarray:
         return coords
     if time_key not in adata.obs:
         raise KeyError(f"obs[{time_key!r}] not found; available columns: {list(adata.obs.columns)}")
-    t = np.asarray(adata.obs[time_key], dtype=np.float64)
+    t = pd.to_numeric(adata.obs[time_key], errors="coerce").to_numpy(dtype=np.float64)
     if not np.isfinite(t).all():
-        raise ValueError(f"obs[{time_key!r}] has NaN/inf; every cell needs a time")
+        raise ValueError(
+            f"obs[{time_key!r}] has {int((~np.isfinite(t)).sum())} NaN/inf or non-numeric values; "
+            "every cell needs a numeric time (map stage names to numbers first)"
+        )
     return np.column_stack([coords, t])
 
 
@@ -248,4 +252,5 @@ def _fit_info(adata, coords, sampling: Sampling, sections, state, seconds, devic
         "n_params": int(sum(p.numel() for p in network.parameters())),
         "ntf_utils_version": __version__,
         "torch_version": torch.__version__,
+        "torch_threads": torch.get_num_threads(),  # CPU results are bitwise reproducible at a fixed thread count
     }
