@@ -206,6 +206,18 @@ def test_fit_atlas_bad_input(store):
         fit_atlas(store, normalize="log1p", loss="poisson", config=QUICK, progress=False)
 
 
+def test_cells_without_a_section_are_kept(adata, tmp_path):
+    a = adata[:1500].copy()
+    a.X = np.asarray(a.layers.pop("lognorm"))
+    a.obs["section"] = a.obs["section"].astype(object)
+    a.obs.loc[a.obs_names[:40], "section"] = np.nan
+    a.obs["section"] = a.obs["section"].astype("category")
+    a.write_zarr(tmp_path / "nan.zarr", chunks=(300, 24))
+    f = fit_atlas(tmp_path / "nan.zarr", config=QUICK.replace(steps=10), device="cpu", progress=False,
+                  validation=False)
+    assert f.info["n_cells"] == 1500 and np.isfinite(f.predict(a.obsm["spatial_3d"][:5])).all()
+
+
 def test_count_loss_streams(store):
     f = fit_atlas(store, loss="poisson", config=QUICK.replace(steps=30), device="cpu", progress=False,
                   validation=False)

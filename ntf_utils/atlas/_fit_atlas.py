@@ -122,11 +122,12 @@ def _coordinate_pass(store: AtlasStore, seed: int) -> dict:
     """Exact bounds and section z; the measure_sampling and support subsamples."""
     rng = np.random.default_rng([seed, 23])
     blocks = store.blocks()
-    n_sec = len(store.section_names) if store.has_sections else 1
+    # one extra label for cells without a section (categorical code -1), as tl.fit's astype(str) gives "nan"
+    n_sec = len(store.section_names) + 1 if store.has_sections else 1
     counts = np.zeros(n_sec, dtype=np.int64)
     if store.has_sections:
         for a, b in blocks:
-            counts += np.bincount(store.read_sections(a, b), minlength=n_sec)[:n_sec]
+            counts += np.bincount(_codes(store, a, b, n_sec), minlength=n_sec)[:n_sec]
     else:
         counts[0] = store.n_obs
     p_sampling = np.minimum(1.0, 1.2 * SAMPLING_CELLS_PER_SECTION / np.maximum(counts, 1))
@@ -138,7 +139,7 @@ def _coordinate_pass(store: AtlasStore, seed: int) -> dict:
     picked, picked_codes, support = [], [], []
     for a, b in blocks:
         coords = store.read_coords(a, b)
-        codes = store.read_sections(a, b) if store.has_sections else np.zeros(b - a, dtype=np.int64)
+        codes = _codes(store, a, b, n_sec) if store.has_sections else np.zeros(b - a, dtype=np.int64)
         lo, hi = np.minimum(lo, coords.min(0)), np.maximum(hi, coords.max(0))
         if not z_capped:
             z_values.update(np.unique(coords[:, 2]).tolist())
@@ -151,6 +152,11 @@ def _coordinate_pass(store: AtlasStore, seed: int) -> dict:
         "lo": lo, "hi": hi, "counts": counts, "z_values": None if z_capped else np.array(sorted(z_values)),
         "coords": np.concatenate(picked), "codes": np.concatenate(picked_codes), "support": np.concatenate(support),
     }
+
+
+def _codes(store: AtlasStore, a: int, b: int, n_sec: int) -> np.ndarray:
+    codes = store.read_sections(a, b)
+    return np.where(codes < 0, n_sec - 1, codes)
 
 
 def _survey_blocks(store: AtlasStore, stats_cells: int, seed: int) -> list[tuple[int, int]]:
@@ -233,7 +239,7 @@ def plan_atlas_fit(store: AtlasStore, config: NTFConfig, *, normalize=None, targ
     cp = _coordinate_pass(store, seed)
     sections = None
     if store.has_sections:
-        names = np.asarray(store.section_names, dtype=object)
+        names = np.asarray([*store.section_names, "nan"], dtype=object)
         sections = names[cp["codes"]].astype(str)
     sampling = measure_sampling(cp["coords"], sections, seed=seed)
     sampling = Sampling(lo=cp["lo"], hi=cp["hi"], spacing=sampling.spacing)
@@ -444,17 +450,28 @@ def _fit(store, config, rank, world, *, normalize, target_sum, device, seed, val
          compile, amp, layer, spatial_key, time_key) -> NTFField:
     started = time.perf_counter()
     validation_mode = validation if validation is None or validation is False else "anndata"
+    blocks = store.blocks(block_rows)
+    if len(blocks) < world:
+        raise ValueError(f"{store.path} has {len(blocks)} blocks of {blocks[0][1] - blocks[0][0]} cells for {world} "
+                         "processes: every rank needs at least one; pass a smaller block_rows or use fewer processes")
     plan = None
     if rank == 0:
-        plan = plan_atlas_fit(store, config, normalize=normalize, target_sum=target_sum, seed=seed,
-                              validation=validation_mode, stats_cells=stats_cells,
-                              max_validation_cells=max_validation_cells)
+        try:
+            plan = plan_atlas_fit(store, config, normalize=normalize, target_sum=target_sum, seed=seed,
+                                  validation=validation_mode, stats_cells=stats_cells,
+                                  max_validation_cells=max_validation_cells)
+        except Exception as err:
+            if world == 1:
+                raise
+            plan = err  # tell the other ranks instead of leaving them waiting in the broadcast
     if world > 1:
         import torch.distributed as dist
 
         box = [plan]
         dist.broadcast_object_list(box, src=0)
         plan = box[0]
+        if isinstance(plan, Exception):
+            raise RuntimeError(f"rank 0 failed to plan the fit: {plan}") from plan
     config = plan.config
     prepare = make_prepare(plan.transform, config, plan.stats, normalize)
     val_cells = _validation_cells(plan, prepare, validation, store, spatial_key, time_key, layer, normalize)
@@ -462,7 +479,6 @@ def _fit(store, config, rank, world, *, normalize, target_sum, device, seed, val
     dev = resolve_device(device)
     if dev.type == "cuda" and dev.index is None and world > 1:
         dev = torch.device("cuda", torch.cuda.current_device())
-    blocks = store.blocks(block_rows)
     mine = shard_blocks(blocks, rank, world, seed) if world > 1 else blocks
     rows = max(b - a for a, b in blocks)
     row_bytes = 4 * (store.n_input_dims + store.n_vars + (1 if config.loss != "mse" else 0)
