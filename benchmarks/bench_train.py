@@ -15,6 +15,9 @@ size, MSE loss and fused Adam, and reports training cells per second (= batch * 
   (inductor, C++ codegen on CPU); skipped with the reason when compilation fails;
 * ``plain mlp``: the same trunk and decoder without the encoding (3 coordinates -> 2 x 64 ->
   32 -> 200), trained by a minimal loop on the same batches: the cost of the network alone;
+* ``proto: ...`` (with ``--prototypes``): proposed changes to the torch hash-grid backend, patched
+  into one network instance here (the package is untouched): a persistent gradient buffer for the
+  table, ``torch.compile`` of the corner indexing, and both;
 * ``fourier_mlp`` and ``siren``: the earlier methods of ``benchmarks/inr_baselines.py`` at their
   papers' sizes (256 wide), one training step each on the same batch.
 
@@ -68,11 +71,56 @@ def _timed(fn) -> tuple[float, float]:
     return time.perf_counter() - wall, time.process_time() - cpu
 
 
-def bench_field(cells, n_genes: int, batch_size: int, steps: int, warmup: int, compiled: bool = False) -> dict:
+class _BufferedInterpolation(torch.autograd.Function):
+    """PROTOTYPE (not in the package): the table gather of ``hashgrid._InterpolateTable`` whose
+    backward accumulates into one persistent, re-zeroed gradient buffer instead of allocating a
+    fresh table-sized tensor every step (a 48 MB ``zeros_like`` page-faults on every step)."""
+
+    buffers: dict = {}
+
+    @staticmethod
+    def forward(ctx, table, rows, weights):
+        corner = table.index_select(0, rows.reshape(-1)).view(*rows.shape, table.shape[1])
+        ctx.save_for_backward(rows, weights)
+        ctx.table_shape = table.shape
+        return torch.einsum("nlc,nlcf->nlf", weights.to(table.dtype), corner)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        rows, weights = ctx.saved_tensors
+        key = (tuple(ctx.table_shape), grad_out.dtype)
+        grad = _BufferedInterpolation.buffers.get(key)
+        if grad is None:
+            grad = _BufferedInterpolation.buffers[key] = torch.zeros(ctx.table_shape, dtype=grad_out.dtype)
+        else:
+            grad.zero_()
+        contrib = weights.to(grad_out.dtype)[..., None] * grad_out[:, :, None, :]
+        grad.index_add_(0, rows.reshape(-1).long(), contrib.reshape(-1, ctx.table_shape[1]))
+        return grad, None, None
+
+
+def apply_prototype(network: FieldNetwork, buffered: bool, compiled_index: bool) -> None:
+    """Patch ONE network instance with the proposed optimisations (the package is not modified)."""
+    enc = network.encoding
+    if compiled_index:
+        enc.corner_rows_and_weights = torch.compile(enc.corner_rows_and_weights, dynamic=False)
+    if buffered:
+        def forward_torch(x, enc=enc):
+            rows, weights = enc.corner_rows_and_weights(x)
+            table = enc.params.view(-1, enc.n_features_per_level)
+            return _BufferedInterpolation.apply(table, rows, weights).reshape(x.shape[0], enc.n_output_dims)
+
+        enc._forward_torch = forward_torch
+
+
+def bench_field(cells, n_genes: int, batch_size: int, steps: int, warmup: int, compiled: bool = False,
+                prototype: tuple[bool, bool] | None = None) -> dict:
     """Train a FieldNetwork with the package's loop; returns wall/cpu seconds for ``steps``."""
     torch.manual_seed(0)
     config = field_config(batch_size, steps)
     network = FieldNetwork(config, 3, n_genes)
+    if prototype is not None:
+        apply_prototype(network, *prototype)
     kwargs = {"validation": None, "seed": 0, "device": torch.device("cpu"), "progress": False}
     if compiled:
         if "model" not in inspect.signature(train_mod.train).parameters:
@@ -146,6 +194,8 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--genes", type=int, default=None, help="default 200 (quick: 50)")
     parser.add_argument("--steps", type=int, default=None, help="timed steps per row (default 60, quick 5)")
     parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile row")
+    parser.add_argument("--prototypes", action="store_true",
+                        help="also time proposed optimisations of the torch hash-grid backend (patched per instance)")
     parser.add_argument("--csv", type=Path, default=None, help="also write the table to this CSV")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -175,6 +225,10 @@ def main(argv=None) -> list[dict]:
     add("ntf field (eager)", lambda: bench_field(cells, n_genes, batch, steps, warmup))
     if not args.no_compile and not args.quick:
         add("ntf field (torch.compile)", lambda: bench_field(cells, n_genes, batch, steps, warmup, compiled=True))
+    if args.prototypes:
+        add("proto: grad buffer", lambda: bench_field(cells, n_genes, batch, steps, warmup, prototype=(True, False)))
+        add("proto: compiled indexing", lambda: bench_field(cells, n_genes, batch, steps, warmup, prototype=(False, True)))
+        add("proto: both", lambda: bench_field(cells, n_genes, batch, steps, warmup, prototype=(True, True)))
     torch.manual_seed(0)
     add("plain mlp (same width)", lambda: bench_module(PlainMLP(n_genes), cells, batch, steps, warmup, scale_input=True))
     ff_steps = max(2, steps // 4)
@@ -188,7 +242,7 @@ def main(argv=None) -> list[dict]:
           f"(> {os.cpu_count()} means other jobs competed for the cores)")
 
     by = {r["name"]: r for r in rows}
-    fields = [r for r in rows if r["name"].startswith("ntf field")]
+    fields = [r for r in rows if r["name"].startswith("ntf field")]  # prototypes are not the package
     if fields:
         best = max(fields, key=lambda r: r["cells_per_s"])
         print(f"best field variant: {best['name']}: {best['cells_per_s']:,.0f} cells/s "

@@ -156,6 +156,8 @@ def load_dataset(name: str, cfg: dict):
             sections = ntf.datasets.her2st("A", source="shipped")
             aligned = ntf.pp.align_sections(sections)
         adata = ntf.pp.stack_sections(aligned, z_key="z")
+        totals = np.asarray(adata.X.sum(1)).ravel()
+        adata = adata[totals > 0].copy()  # a handful of spots have no counts at all
         ntf.pp.log_normalize(adata)
         return adata, "lognorm"
     raise ValueError(f"unknown dataset {name!r}")
@@ -661,11 +663,15 @@ def machine_info(threads: int) -> dict:
         if line.startswith("model name"):
             model = line.split(":", 1)[1].strip()
             break
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    git = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    commit = os.environ.get("NTF_BENCH_COMMIT") or (git.stdout.strip() if git.returncode == 0 else "unknown")
+    dirty = subprocess.run(["git", "status", "--porcelain", "--", "ntf_utils"], cwd=ROOT, capture_output=True, text=True)
+    if git.returncode == 0 and dirty.stdout.strip():
+        commit += " + uncommitted changes in ntf_utils/"
     return {"cpu": model, "logical_cores": os.cpu_count(), "torch_threads": threads,
             "memory_gb": round(psutil.virtual_memory().total / 2**30, 1), "gpu": torch.cuda.is_available(),
             "python": platform.python_version(), "torch": torch.__version__, "ntf_utils": ntf.__version__,
-            "git_commit": commit, "load_average_start": os.getloadavg()[0],
+            "git_commit": commit, "ntf_utils_path": str(Path(ntf.__file__).parent), "load_average_start": os.getloadavg()[0],
             "date": time.strftime("%Y-%m-%d %H:%M:%S")}
 
 
