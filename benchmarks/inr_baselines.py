@@ -411,19 +411,17 @@ def fit_inr(
 def validation_split(train_adata, *, section_key: str = "section", seed: int = 0):
     """Split TRAINING sections into (fit, validation) for tuning.
 
-    Holds out every other interior training section (at least one); with only two training
-    sections (nothing interior), holds out a random 10 % of the cells instead.
+    Holds out every other interior training section (at least one). Returns ``None`` when there
+    is no interior section (two training sections): no section can then be held out, and random
+    held-out cells would tune the in-plane fit instead of the interpolation between sections.
     """
     labels = train_adata.obs[section_key].astype(str).to_numpy()
     z = np.asarray(train_adata.obs["z"], dtype=float)
     order = sorted(set(labels), key=lambda s: float(z[labels == s][0]))
     interior = order[1:-1]
-    if interior:
-        val = set(interior[::2])
-        is_val = np.isin(labels, list(val))
-    else:
-        rng = np.random.default_rng(seed)
-        is_val = rng.random(len(labels)) < 0.1
+    if not interior:
+        return None
+    is_val = np.isin(labels, list(interior[::2]))
     return train_adata[~is_val].copy(), train_adata[is_val].copy()
 
 
@@ -454,6 +452,8 @@ def tune_inr(
 
     Coordinate-wise search: the bandwidth grid at the default ``lr``, then the ``lr`` grid at the
     best bandwidth. Score: :func:`heldout_pearson` on :func:`validation_split`'s validation part.
+    With only two training sections nothing can be held out: the smoothest bandwidth of the grid is
+    returned untuned (and says so in the table).
 
     Returns
     -------
@@ -461,8 +461,17 @@ def tune_inr(
     """
     if grid is None:
         grid = default_grid(kind)
-    fit_part, val_part = validation_split(train_adata, seed=seed)
     best = dict(fixed)
+    split = validation_split(train_adata, seed=seed)
+    if split is None:
+        # two training sections: nothing to validate on; take the smoothest bandwidth of the grid
+        # (the safest prior for bridging one wide gap) and the given or default learning rate
+        band = "sigma" if kind == "fourier" else "w0"
+        best[band] = min(grid[band])
+        row = {"kind": kind, **best, "val_pearson": float("nan"), "seconds": 0.0,
+               "note": "untuned: only two training sections, smoothest bandwidth of the grid"}
+        return best, pd.DataFrame([row])
+    fit_part, val_part = split
     rows = []
     for name, values in grid.items():
         scores = {}

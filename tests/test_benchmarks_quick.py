@@ -88,6 +88,11 @@ def test_validation_split_uses_training_sections_only(split):
     fit_part, val_part = ib.validation_split(train)
     assert set(val_part.obs["section"]).isdisjoint(set(fit_part.obs["section"]))
     assert set(val_part.obs["section"]) | set(fit_part.obs["section"]) == set(train.obs["section"])
+    names = list(train.obs["section"].cat.categories)
+    two = train[train.obs["section"].isin([names[0], names[-1]])].copy()
+    assert ib.validation_split(two) is None
+    best, table = ib.tune_inr(two, "fourier", layer="lognorm")
+    assert best["sigma"] == min(ib.default_grid("fourier")["sigma"]) and "untuned" in table["note"].iloc[0]
 
 
 @pytest.fixture(scope="module")
