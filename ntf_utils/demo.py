@@ -133,7 +133,7 @@ def _evaluate(name, field, train, test, info) -> pd.DataFrame:
     return table
 
 
-def _views(name, field, adata, train, test, info, settings: Settings, out: Path, seed: int) -> list[tuple[str, str]]:
+def _views(name, field, train, test, info, settings: Settings, out: Path, seed: int) -> list[tuple[str, str]]:
     """Write the HTML views of one dataset; returns (file name, description) pairs."""
     from . import pl, tl
 
@@ -252,7 +252,7 @@ def run(out="ntf_demo", *, quick: bool | None = None, datasets=DATASETS, seed: i
         summary.insert(0, "dataset", name)
         summary["fit_steps"] = np.where(summary["method"] == "ntf", field.info["steps_run"], 0)
         summaries.append(summary)
-        views[name] = (info["title"], _views(name, field, adata, train, test, info, settings, out, seed))
+        views[name] = (info["title"], _views(name, field, train, test, info, settings, out, seed))
         _log(f"{name}: done in {time.perf_counter() - started:.0f} s")
 
     evaluation = pd.concat(tables, ignore_index=True)

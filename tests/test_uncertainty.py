@@ -30,7 +30,7 @@ def result(split):
     query = np.vstack([test.obsm["spatial_3d"], at_sections, below, above])
     parts = np.repeat(["test", "sections", "far", "far"], [test.n_obs, len(xy), len(xy), len(xy)])
     before = train.copy()
-    unc = tl.uncertainty(train, query, n_models=3, layer="lognorm", config=CONFIG, return_models=True)
+    unc = tl.uncertainty(train, query, n_models=5, layer="lognorm", config=CONFIG, return_models=True)
     assert train.n_obs == before.n_obs and set(train.layers) == set(before.layers)  # input untouched
     return unc, parts
 
@@ -41,9 +41,9 @@ def test_shapes_and_members(result, split):
     n = len(parts)
     assert unc.mean.shape == unc.std.shape == (n, train.n_vars)
     assert unc.distance_to_data.shape == unc.inside.shape == (n,)
-    assert unc.n_models == 3 and len(unc.models) == 3 and unc.seeds == [0, 1, 2]
-    # 9 training sections >= 4: each member saw a bootstrap sample of whole sections
-    assert all(len(s) == 9 for s in unc.sections)
+    assert unc.n_models == 5 and len(unc.models) == 5 and unc.seeds == [0, 1, 2, 3, 4]
+    # 9 training sections >= 4: each member saw a bootstrap sample of whole sections, ends kept
+    assert all(len(s) == 9 and s[0] == "s00" and s[-1] == "s11" for s in unc.sections)
     assert any(len(set(s)) < 9 for s in unc.sections)
     np.testing.assert_allclose(
         unc.mean, np.mean([m.predict(unc.coords) for m in unc.models], axis=0), rtol=1e-5, atol=1e-5
@@ -61,31 +61,43 @@ def test_distance_and_inside(result):
 
 
 def test_spread_is_larger_outside_the_sampled_z_range(result):
-    """Measured (this data and CONFIG): mean std 0.20-0.25 at 0.75 z-spans beyond the data vs 0.15-0.19
-    at the training sections (the bootstrap leaves some sections out of some members)."""
+    """Measured (this data and CONFIG, 5 members): mean std 0.249 at 0.75 z-spans beyond the data vs
+    0.172 at the training sections (ratio 1.44; data seed 1: 1.41)."""
     unc, parts = result
     far, at = unc.std[parts == "far"].mean(), unc.std[parts == "sections"].mean()
-    assert far > 1.1 * at, f"std far {far:.3f} vs at sections {at:.3f}"
+    assert far > 1.2 * at, f"std far {far:.3f} vs at sections {at:.3f}"
 
 
 def test_spread_tracks_true_error_on_heldout_sections(result, split):
-    """Measured (this data, 3-4 members): Spearman 0.67 pooled over (cell, gene), 0.42 for the per-cell
-    mean std vs the per-cell mean absolute error against the noise-free truth."""
+    """Spearman of std vs |mean - truth| (noise-free truth) on the held-out sections.
+
+    Measured (this data and CONFIG, 5 members; data seed 1 in brackets): 0.72 (0.68) pooled over
+    (cell, gene); median over genes of the per-gene Spearman across cells 0.50 (0.47); per-cell mean
+    std vs per-cell mean error 0.29 (0.53). Without the section bootstrap (seeds only) the same numbers
+    are 0.58, 0.23 and -0.08: the bootstrap is what makes the spread informative within a gene.
+    """
     unc, parts = result
     _, test = split
     std = unc.std[parts == "test"]
     err = np.abs(unc.mean[parts == "test"] - test.layers["truth"])
     pooled = spearmanr(std.ravel(), err.ravel())[0]
+    per_gene = np.median([spearmanr(std[:, j], err[:, j])[0] for j in range(err.shape[1])])
     per_cell = spearmanr(std.mean(1), err.mean(1))[0]
-    assert pooled > 0.4, pooled
-    assert per_cell > 0.15, per_cell
+    assert pooled > 0.5, pooled
+    assert per_gene > 0.3, per_gene
+    assert per_cell > 0.1, per_cell
 
 
-def test_bootstrap_draws_whole_sections(rng):
-    labels = np.repeat(["a", "b", "c", "d"], [3, 2, 4, 1])
-    index, drawn = _bootstrap_index(labels, rng)
-    assert len(drawn) == 4 and len(set(drawn)) >= 2
-    assert sorted(labels[index].tolist()) == sorted(sum(([d] * int((labels == d).sum()) for d in drawn), []))
+def test_bootstrap_draws_whole_sections_and_keeps_the_ends(rng):
+    labels = np.repeat(["b", "a", "c", "d", "e"], [3, 2, 4, 1, 2])
+    z = np.repeat([10.0, 0.0, 20.0, 30.0, 40.0], [3, 2, 4, 1, 2])
+    for _ in range(20):
+        index, drawn = _bootstrap_index(labels, z, rng)
+        assert len(drawn) == 5 and drawn[0] == "a" and drawn[-1] == "e"
+        assert drawn.count("a") == drawn.count("e") == 1
+        assert set(drawn[1:-1]) <= {"b", "c", "d"}
+        expected = sorted(sum(([d] * int((labels == d).sum()) for d in drawn), []))
+        assert sorted(labels[index].tolist()) == expected
 
 
 def test_bad_arguments(split):

@@ -85,15 +85,21 @@ def _section_labels(adata) -> np.ndarray | None:
     return None
 
 
-def _bootstrap_index(labels: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, list[str]]:
-    """Cells of a bootstrap sample of whole sections (drawn with replacement; >= 2 distinct sections)."""
-    names = list(dict.fromkeys(labels))  # stable order of first appearance
-    for _ in range(100):
-        drawn = sorted(rng.choice(len(names), size=len(names), replace=True).tolist())
-        if len(set(drawn)) >= 2:
-            break
-    index = np.concatenate([np.flatnonzero(labels == names[k]) for k in drawn])
-    return index, [names[k] for k in drawn]
+def _bootstrap_index(labels: np.ndarray, z: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, list[str]]:
+    """Cells of a bootstrap sample of whole sections.
+
+    The two end sections (lowest and highest mean z) are always kept once, so every member spans the
+    same z range and the spread does not mistake a shorter training range for uncertainty; the
+    ``n - 2`` interior sections are drawn with replacement from the interior ones.
+    """
+    names = np.unique(labels)
+    order = np.argsort([z[labels == n].mean() for n in names], kind="stable")
+    names = [str(names[i]) for i in order]
+    interior = names[1:-1]
+    drawn = sorted(rng.choice(len(interior), size=len(interior), replace=True).tolist()) if interior else []
+    chosen = [names[0]] + [interior[k] for k in drawn] + [names[-1]]
+    index = np.concatenate([np.flatnonzero(labels == n) for n in chosen])
+    return index, chosen
 
 
 def uncertainty(
@@ -114,15 +120,18 @@ def uncertainty(
 
     Fits ``n_models`` fields with :func:`ntf_utils.tl.fit` that differ in their seed (initialisation,
     minibatches, validation split) and, when the data have at least 4 sections, in their training
-    sections: each member is trained on a bootstrap sample of whole sections (drawn with
-    replacement, a section drawn twice counts twice). The members are evaluated at ``coords`` and
-    summarised by their mean and standard deviation per point and gene.
+    sections: each member is trained on a bootstrap sample of whole sections (the two end sections
+    are always kept, so every member spans the same z range; the interior sections are drawn with
+    replacement, and a section drawn twice counts twice). The members are evaluated at ``coords``
+    and summarised by their mean and standard deviation per point and gene.
 
     The spread measures how little the data constrain the field there: it grows in gaps between
     sections, far outside the sampled range (where the hash grid was never trained) and where the
-    data are noisy. On held-out sections of the synthetic embryo it correlates positively with the
-    true absolute error (Spearman about 0.3 per (cell, gene) in ``tests/test_uncertainty.py``), but it
-    is a spread of plausible fits, not a calibrated error bar.
+    data are noisy. On three held-out sections of a 12-section synthetic embryo (5 members of 150
+    steps, ``tests/test_uncertainty.py``) its Spearman correlation with the true absolute error is
+    0.68-0.72 over (cell, gene) pairs and 0.47-0.50 within a gene (median over genes); seeds alone,
+    without the section bootstrap, give 0.58 and 0.23. It is a spread of plausible fits, not a
+    calibrated error bar.
 
     Parameters
     ----------
@@ -143,7 +152,8 @@ def uncertainty(
     return_models
         Keep the fitted members in the result's ``models``.
     bootstrap
-        Resample sections per member; default (None): when ``adata`` has at least 4 sections.
+        Resample the interior sections per member; default (None): when ``adata`` has at least 4
+        sections.
     spatial_key
         ``obsm`` key of the coordinates (training data and AnnData ``coords``).
     **fit_kwargs
@@ -188,7 +198,7 @@ def uncertainty(
     for i in range(int(n_models)):
         member_seed = int(seed) + i
         if bootstrap:
-            index, drawn = _bootstrap_index(labels, rng)
+            index, drawn = _bootstrap_index(labels, train_xyz[:, 2], rng)
             with warnings.catch_warnings():  # sections drawn twice repeat their cell names; renamed below
                 warnings.filterwarnings("ignore", message="Observation names are not unique", category=UserWarning)
                 train = adata[index].copy()
