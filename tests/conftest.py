@@ -12,6 +12,9 @@ import pytest
 # Quick mode (small data, few steps) unless the caller asked otherwise. Set before any test module
 # imports ntf_utils, and inherited by notebook kernels started from the tests.
 os.environ.setdefault("NTF_QUICK", "1")
+# scanpy's neighbours step starts numba worker threads that then compete with torch's threads for the
+# 2 cores and slow every later fit in the same process ~20x; numba reads this at import.
+os.environ.setdefault("NUMBA_NUM_THREADS", "1")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SEED = 0
