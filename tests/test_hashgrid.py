@@ -99,6 +99,54 @@ def test_table_gradient_matches_autograd_of_plain_gather():
     torch.testing.assert_close(custom, params.grad)
 
 
+def _plain_table_gradient(enc, x, upstream):
+    rows, weights = enc.corner_rows_and_weights(x)
+    params = enc.params.detach().clone().requires_grad_(True)
+    out = (weights[..., None] * params.view(-1, enc.n_features_per_level)[rows.long()]).sum(2)
+    (out.reshape(len(x), -1) * upstream).sum().backward()
+    return params.grad
+
+
+def test_reused_gradient_buffer_never_changes_a_gradient():
+    """The backward reuses one table-sized buffer; kept, accumulated and fresh gradients stay exact."""
+    enc = _grid(CONFIGS[0])
+    xs = [torch.rand(64, 3) for _ in range(3)]
+    ups = [torch.randn(64, enc.n_output_dims) for _ in range(3)]
+    expected = [_plain_table_gradient(enc, x, u) for x, u in zip(xs, ups)]
+    # the training loop: set_to_none between steps, so the buffer is reused; the gradient stays
+    # exact on every step (a stale buffer would add the previous step's rows)
+    for x, u, want in zip(xs, ups, expected):
+        enc.params.grad = None
+        (enc(x) * u).sum().backward()
+        torch.testing.assert_close(enc.params.grad, want)
+    # gradient accumulation over two backward calls: the live .grad must not be zeroed under it
+    enc.params.grad = None
+    (enc(xs[0]) * ups[0]).sum().backward()
+    kept = enc.params.grad
+    (enc(xs[1]) * ups[1]).sum().backward()
+    torch.testing.assert_close(enc.params.grad, expected[0] + expected[1])
+    assert kept is enc.params.grad or torch.equal(kept, enc.params.grad)
+    # a gradient the caller kept after set_to_none is never overwritten by the next backward
+    enc.params.grad = None
+    (enc(xs[2]) * ups[2]).sum().backward()
+    kept = enc.params.grad
+    enc.params.grad = None
+    (enc(xs[0]) * ups[0]).sum().backward()
+    torch.testing.assert_close(kept, expected[2])
+    torch.testing.assert_close(enc.params.grad, expected[0])
+
+
+def test_gradient_buffer_is_reused_in_a_training_loop():
+    """What the buffer is for: with set_to_none and nothing kept, no new table-sized tensor per step."""
+    enc = _grid(CONFIGS[0])
+    storages = set()
+    for _ in range(3):
+        enc.params.grad = None
+        enc(torch.rand(32, 3)).sum().backward()
+        storages.add(enc.params.grad.untyped_storage().data_ptr())
+    assert len(storages) == 1
+
+
 def test_weights_move_between_instances_unchanged():
     a, b = _grid(CONFIGS[3], seed=0), _grid(CONFIGS[3], seed=1)
     x = torch.rand(100, 3)

@@ -91,18 +91,19 @@ class HashGridEncoding(nn.Module):
                              persistent=False)
         # A level is dense when its whole grid fits its table: then index = row-major position.
         dense = [r**n_input_dims <= s for r, s in zip(resolutions, sizes)]
-        self.register_buffer("_dense", torch.tensor(dense), persistent=False)
+        self._n_dense = int(sum(dense))
+        if dense != [True] * self._n_dense + [False] * (n_levels - self._n_dense):
+            raise AssertionError("dense levels must be the coarse prefix")  # resolutions never shrink
         strides = [[min(r**d, 2**30) for d in range(n_input_dims)] for r in resolutions]  # hashed levels ignore it
         self.register_buffer("_strides", torch.tensor(strides, dtype=torch.int32), persistent=False)
         primes = [p - 2**32 if p >= 2**31 else p for p in PRIMES[:n_input_dims]]  # same bits as uint32
         self.register_buffer("_primes", torch.tensor(primes, dtype=torch.int32), persistent=False)
-        corners = [[(c >> d) & 1 for d in range(n_input_dims)] for c in range(2**n_input_dims)]
-        self.register_buffer("_corners", torch.tensor(corners, dtype=torch.int64), persistent=False)
 
         self.n_params = sum(sizes) * n_features_per_level
         self.params = nn.Parameter(torch.empty(self.n_params).uniform_(-1e-4, 1e-4))
         self.implementation = implementation
         self._tcnn = None
+        self._grad_buffer = _TableGradBuffer()
 
     # -- public helpers ---------------------------------------------------------------------
     @property
@@ -169,7 +170,6 @@ class HashGridEncoding(nn.Module):
             ``(n, L, 2**D)`` float32 interpolation weights (they sum to 1 over corners).
         """
         x = x.to(torch.float32)
-        n = x.shape[0]
         pos = x[:, None, :] * self._scales[None, :, None] + 0.5  # (n, L, D), tcnn's half-cell offset
         cell = torch.floor(pos)
         frac = pos - cell
@@ -178,27 +178,26 @@ class HashGridEncoding(nn.Module):
         # dense indices are far below 2**31.
         cell = cell.to(torch.int32)
         # Separable per axis: each corner combines the lower/upper value of every axis, so the
-        # per-axis work is done on (n, L, 2) and only the combination is (n, L, 2**D).
+        # per-axis work is done on (n, L, D, 2) and only the combination is (n, L, 2**D).
         lower_upper = torch.stack([cell, cell + 1], dim=-1)  # (n, L, D, 2)
-        weight_lu = torch.stack([1.0 - frac, frac], dim=-1)
-        dense_lu = lower_upper * self._strides[None, :, :, None]
-        hash_lu = lower_upper * self._primes[None, None, :, None]
-        dense_index = dense_lu[:, :, 0]
-        hash_index = hash_lu[:, :, 0]
-        weights = weight_lu[:, :, 0]
-        for d in range(1, self.n_input_dims):
-            # new axis goes in front so that bit d of the flat corner index selects it
-            dense_index = (dense_lu[:, :, d, :, None] + dense_index[:, :, None, :]).reshape(n, self.n_levels, -1)
-            hash_index = (hash_lu[:, :, d, :, None] ^ hash_index[:, :, None, :]).reshape(n, self.n_levels, -1)
-            weights = (weight_lu[:, :, d, :, None] * weights[:, :, None, :]).reshape(n, self.n_levels, -1)
-        index = torch.where(self._dense[None, :, None], dense_index, hash_index)
-        rows = index % self._sizes[None, :, None] + self._offsets[None, :, None]
-        return rows, weights
+        weights = _combine_corners(torch.stack([1.0 - frac, frac], dim=-1), torch.mul)
+        # Dense levels are the coarse prefix (resolution only grows): row-major position, wrapped by
+        # the table size like tcnn; hashed levels: xor of coordinate * prime, modulo a power of two.
+        k = self._n_dense
+        parts = []
+        if k > 0:
+            dense = _combine_corners(lower_upper[:, :k] * self._strides[None, :k, :, None], torch.add)
+            parts.append(dense % self._sizes[None, :k, None])
+        if k < self.n_levels:
+            hashed = _combine_corners(lower_upper[:, k:] * self._primes[None, None, :, None], torch.bitwise_xor)
+            parts.append(hashed & (self._sizes[None, k:, None] - 1))
+        index = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
+        return index + self._offsets[None, :, None], weights
 
     def _forward_torch(self, x: torch.Tensor) -> torch.Tensor:
         rows, weights = self.corner_rows_and_weights(x)
         table = self.params.view(-1, self.n_features_per_level)
-        out = _InterpolateTable.apply(table, rows, weights)  # (n, L, F)
+        out = _InterpolateTable.apply(table, rows, weights, self._grad_buffer)  # (n, L, F)
         return out.reshape(x.shape[0], self.n_output_dims)
 
     def _forward_tcnn(self, x: torch.Tensor) -> torch.Tensor:
@@ -212,9 +211,60 @@ class HashGridEncoding(nn.Module):
         return self._tcnn(x.contiguous()).to(torch.float32)
 
 
+def _combine_corners(per_axis: torch.Tensor, op) -> torch.Tensor:
+    """``(n, L, 2**D)`` from ``(n, L, D, 2)`` lower/upper values: corner ``c`` takes the upper value
+    of axis ``d`` when bit ``d`` of ``c`` is set, and the axes are combined with ``op``."""
+    n, levels, dims, _ = per_axis.shape
+    out = per_axis[:, :, 0]
+    for d in range(1, dims):
+        # the new axis goes in front so that bit d of the flat corner index selects it
+        out = op(per_axis[:, :, d, :, None], out[:, :, None, :]).reshape(n, levels, -1)
+    return out
+
+
 def _gather(table: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
     """``table[rows]`` via ``index_select``, which is faster than advanced indexing on CPU."""
     return table.index_select(0, rows.reshape(-1)).view(*rows.shape, table.shape[1])
+
+
+class _TableGradBuffer:
+    """One table-sized gradient tensor reused by every backward pass.
+
+    A fresh table-sized ``zeros`` per step is the single largest cost of a CPU training step with a
+    big table: allocations above glibc's mmap threshold (32 MB) are page-faulted in on every step
+    (38 ms of a 61 ms step for a 2^19 x 16-level table). The backward returns a *view* of this
+    buffer; autograd adopts a gradient whose tensor nobody else holds without copying it, so
+    ``params.grad`` ends up sharing the buffer's storage and nothing table-sized is allocated.
+
+    The buffer is reused only when no tensor other than the buffer itself refers to its storage:
+    after ``zero_grad(set_to_none=True)`` with nothing kept. When ``.grad`` is still alive (gradients
+    accumulated over several backward calls, ``zero_grad(set_to_none=False)``) or the caller kept a
+    reference to an earlier gradient, a new buffer is started, so every gradient is exactly the
+    plain scatter-add and no kept tensor is ever overwritten.
+    """
+
+    def __init__(self) -> None:
+        self._data: torch.Tensor | None = None
+        self._alone = -1  # storage use count when only the buffer refers to it
+
+    def zeroed(self, like: torch.Tensor) -> torch.Tensor:
+        """Zeros shaped like ``like`` (the table view), reusing the buffer when nothing else holds it."""
+        data = self._data
+        reusable = (
+            data is not None and data.shape == like.shape and data.dtype == like.dtype
+            and data.device == like.device and _storage_users(data) == self._alone
+        )
+        if reusable:
+            return data.zero_()
+        data = self._data = torch.zeros_like(like)
+        self._alone = _storage_users(data)
+        return data
+
+
+def _storage_users(tensor: torch.Tensor) -> int:
+    """Number of references to ``tensor``'s storage (-2 when torch cannot tell: never reuse)."""
+    count = getattr(torch._C, "_storage_Use_Count", None)
+    return -2 if count is None else int(count(tensor.untyped_storage()._cdata))
 
 
 class _InterpolateTable(torch.autograd.Function):
@@ -225,9 +275,10 @@ class _InterpolateTable(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, table, rows, weights):
+    def forward(ctx, table, rows, weights, grad_buffer=None):
         corner_feats = _gather(table, rows)  # (n, L, C, F)
         ctx.save_for_backward(table, rows, weights)
+        ctx.grad_buffer = grad_buffer
         return torch.einsum("nlc,nlcf->nlf", weights.to(table.dtype), corner_feats)
 
     @staticmethod
@@ -236,10 +287,12 @@ class _InterpolateTable(torch.autograd.Function):
         grad_table = grad_weights = None
         if ctx.needs_input_grad[0]:
             contrib = weights.to(grad_out.dtype)[..., None] * grad_out[:, :, None, :]  # (n, L, C, F)
+            buffer = ctx.grad_buffer
+            zeros = torch.zeros_like(table) if buffer is None else buffer.zeroed(table)
             # index_add_ has a fast path for int64 indices only (int32 is several times slower)
-            grad_table = torch.zeros_like(table).index_add_(
-                0, rows.reshape(-1).long(), contrib.reshape(-1, table.shape[1])
-            )
+            zeros.index_add_(0, rows.reshape(-1).long(), contrib.reshape(-1, table.shape[1]))
+            # a new view of the buffer: autograd adopts it as .grad instead of copying it
+            grad_table = zeros.view(zeros.shape)
         if ctx.needs_input_grad[2]:
             grad_weights = torch.einsum("nlcf,nlf->nlc", _gather(table, rows), grad_out).to(weights.dtype)
-        return grad_table, None, grad_weights
+        return grad_table, None, grad_weights, None
