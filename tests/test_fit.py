@@ -164,3 +164,25 @@ def test_fit_bad_input_is_explained(small, mutate, kwargs, err, match):
     kwargs = {"layer": "lognorm", **kwargs}
     with pytest.raises(err, match=match):
         tl.fit(adata, config=QUICK.replace(steps=2), progress=False, **kwargs)
+
+
+@pytest.mark.parametrize("cells_per_section", [500, 20_000])
+def test_in_plane_spacing_is_measured_at_the_full_density(cells_per_section):
+    """Dense sections get the spacing of all their cells, and a subsample (the atlas path) is scaled back.
+
+    Uniform random cells on a 1000 x 1000 square: the median nearest-neighbour distance of a Poisson
+    pattern is ``sqrt(ln 2 / pi) / sqrt(density)``.
+    """
+    from ntf_utils.model.coords import measure_sampling
+
+    rng = np.random.default_rng(0)
+    n = cells_per_section
+    coords = np.c_[rng.random((3 * n, 2)) * 1000, np.repeat([0.0, 10.0, 20.0], n)]
+    section = np.repeat(np.array(["a", "b", "c"]), n)
+    theory = np.sqrt(np.log(2) / np.pi) * 1000 / np.sqrt(n)
+    full = measure_sampling(coords, section).spacing
+    assert full[0] == pytest.approx(theory, rel=0.05)
+    assert full[2] == 10.0
+    take = rng.random(3 * n) < min(1.0, 1500 / n)
+    sub = measure_sampling(coords[take], section[take], full_counts={"a": n, "b": n, "c": n}).spacing
+    assert sub[0] == pytest.approx(theory, rel=0.05)

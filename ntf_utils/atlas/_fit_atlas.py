@@ -7,8 +7,8 @@ steps that need all the data at once replaced by streaming versions:
 1. **Sampling** (bounds, section spacing, in-plane spacing): one pass over the coordinates and
    section codes (``24 + 1`` bytes per cell) for exact bounds and section z values, and a
    per-section subsample of about 2,000 cells, on which :func:`~ntf_utils.model.coords.measure_sampling`
-   runs. ``measure_sampling`` itself estimates the in-plane spacing on at most 2,000 cells per
-   section, so the subsample gives what ``tl.fit`` gives on the whole data, in distribution.
+   runs with the full section sizes, so the in-plane spacing it measures on the subsample is
+   scaled to the full density (``tl.fit`` measures it against all cells of a section).
 2. **Target statistics** (library size, per-gene mean and standard deviation): from up to
    ``stats_cells`` cells in whole random blocks (all cells when the atlas is smaller), accumulated in
    float64.
@@ -241,7 +241,12 @@ def plan_atlas_fit(store: AtlasStore, config: NTFConfig, *, normalize=None, targ
     if store.has_sections:
         names = np.asarray([*store.section_names, "nan"], dtype=object)
         sections = names[cp["codes"]].astype(str)
-    sampling = measure_sampling(cp["coords"], sections, seed=seed)
+    # the coordinates are a per-section subsample: tell measure_sampling the full section sizes
+    if sections is None:
+        full_counts = {None: int(store.n_obs)}
+    else:
+        full_counts = {str(name): int(count) for name, count in zip(names, cp["counts"])}
+    sampling = measure_sampling(cp["coords"], sections, seed=seed, full_counts=full_counts)
     sampling = Sampling(lo=cp["lo"], hi=cp["hi"], spacing=sampling.spacing)
     n_z = len(cp["z_values"]) if cp["z_values"] is not None else math.inf
     has_sections = sections is not None and n_z <= max(50, store.n_obs // 20)

@@ -34,7 +34,11 @@ class Sampling:
         return np.maximum(self.hi - self.lo, 0.0)
 
 
-def measure_sampling(coords: np.ndarray, section: np.ndarray | None, seed: int = 0) -> Sampling:
+SPACING_QUERY_CELLS = 2000  # nearest-neighbour distances measured per section
+
+
+def measure_sampling(coords: np.ndarray, section: np.ndarray | None, seed: int = 0,
+                     full_counts: dict | None = None) -> Sampling:
     """Measure bounds and sample spacing of training coordinates.
 
     Parameters
@@ -43,24 +47,47 @@ def measure_sampling(coords: np.ndarray, section: np.ndarray | None, seed: int =
         ``(n, 3)`` or ``(n, 4)`` coordinates (x, y, z[, time]) in original units.
     section
         Section label of each cell (``None`` for a continuous 3D point cloud).
+    seed
+        Seed of the cells whose nearest-neighbour distance is measured.
+    full_counts
+        When ``coords`` is a uniform random subsample of larger data (the streaming atlas path):
+        the number of cells each section label has in the full data (key ``None`` without
+        sections). The spacing measured on the subsample is scaled to the full density.
+
+    Notes
+    -----
+    The in-plane spacing is the median distance from up to 2,000 cells per section to their nearest
+    neighbour among *all* cells of that section (measuring within a subsample would overestimate it
+    by ``sqrt(n / 2000)`` for dense sections). For a subsample of ``m`` of ``N`` cells the distances
+    are multiplied by ``(m / N) ** (1 / d)`` (``d`` = 2 in a section, 3 in a cloud): the
+    nearest-neighbour distance of a point pattern scales with its density that way.
     """
     rng = np.random.default_rng(seed)
     coords = np.asarray(coords, dtype=np.float64)
     lo, hi = coords.min(0), coords.max(0)
     spacing = np.zeros(coords.shape[1])
-    labels = np.zeros(len(coords), dtype=int) if section is None else np.unique(section, return_inverse=True)[1]
+    if section is None:
+        labels, names = np.zeros(len(coords), dtype=int), [None]
+    else:
+        names, labels = np.unique(section, return_inverse=True)
+    dims = 3 if section is None else 2
     in_plane = []
-    for lab in np.unique(labels):
+    for lab, name in enumerate(names):
         idx = np.flatnonzero(labels == lab)
-        if len(idx) > 2000:
-            idx = rng.choice(idx, 2000, replace=False)
         if len(idx) < 2:
             continue
-        xy = coords[idx, :2] if section is not None else coords[idx, :3]
-        dist, _ = cKDTree(xy).query(xy, k=2)
+        points = coords[idx, :dims]
+        query = points if len(idx) <= SPACING_QUERY_CELLS else points[rng.choice(len(idx), SPACING_QUERY_CELLS, replace=False)]
+        dist, _ = cKDTree(points).query(query, k=2)
         d = dist[:, 1]
+        if full_counts is not None:
+            key = name if section is None else str(name)
+            total = full_counts.get(key, len(idx))
+            if total > len(idx):
+                d = d * (len(idx) / total) ** (1.0 / dims)
         in_plane.append(d[d > 0])
-    nn = float(np.median(np.concatenate(in_plane))) if in_plane and len(np.concatenate(in_plane)) else 1.0
+    distances = np.concatenate(in_plane) if in_plane else np.zeros(0)
+    nn = float(np.median(distances)) if len(distances) else 1.0
     spacing[:2] = nn
     z_values = np.unique(coords[:, 2])
     if section is None or len(z_values) > max(50, len(coords) // 20):
