@@ -15,9 +15,9 @@ size, MSE loss and fused Adam, and reports training cells per second (= batch * 
   (inductor, C++ codegen on CPU); skipped with the reason when compilation fails;
 * ``plain mlp``: the same trunk and decoder without the encoding (3 coordinates -> 2 x 64 ->
   32 -> 200), trained by a minimal loop on the same batches: the cost of the network alone;
-* ``proto: ...`` (with ``--prototypes``): proposed changes to the torch hash-grid backend, patched
-  into one network instance here (the package is untouched): a persistent gradient buffer for the
-  table, ``torch.compile`` of the corner indexing, and both;
+* ``proto: compiled indexing`` (with ``--prototypes``): a proposed change to the torch hash-grid
+  backend, patched into one network instance here (the package is untouched): ``torch.compile`` of
+  the corner indexing only;
 * ``fourier_mlp`` and ``siren``: the earlier methods of ``benchmarks/inr_baselines.py`` at their
   papers' sizes (256 wide), one training step each on the same batch.
 
@@ -71,56 +71,21 @@ def _timed(fn) -> tuple[float, float]:
     return time.perf_counter() - wall, time.process_time() - cpu
 
 
-class _BufferedInterpolation(torch.autograd.Function):
-    """PROTOTYPE (not in the package): the table gather of ``hashgrid._InterpolateTable`` whose
-    backward accumulates into one persistent, re-zeroed gradient buffer instead of allocating a
-    fresh table-sized tensor every step (a 48 MB ``zeros_like`` page-faults on every step)."""
-
-    buffers: dict = {}
-
-    @staticmethod
-    def forward(ctx, table, rows, weights):
-        corner = table.index_select(0, rows.reshape(-1)).view(*rows.shape, table.shape[1])
-        ctx.save_for_backward(rows, weights)
-        ctx.table_shape = table.shape
-        return torch.einsum("nlc,nlcf->nlf", weights.to(table.dtype), corner)
-
-    @staticmethod
-    def backward(ctx, grad_out):
-        rows, weights = ctx.saved_tensors
-        key = (tuple(ctx.table_shape), grad_out.dtype)
-        grad = _BufferedInterpolation.buffers.get(key)
-        if grad is None:
-            grad = _BufferedInterpolation.buffers[key] = torch.zeros(ctx.table_shape, dtype=grad_out.dtype)
-        else:
-            grad.zero_()
-        contrib = weights.to(grad_out.dtype)[..., None] * grad_out[:, :, None, :]
-        grad.index_add_(0, rows.reshape(-1).long(), contrib.reshape(-1, ctx.table_shape[1]))
-        return grad, None, None
-
-
-def apply_prototype(network: FieldNetwork, buffered: bool, compiled_index: bool) -> None:
-    """Patch ONE network instance with the proposed optimisations (the package is not modified)."""
+def apply_prototype(network: FieldNetwork) -> None:
+    """PROTOTYPE (not in the package): ``torch.compile`` of the encoding's corner indexing only,
+    patched into ONE network instance; the gather and scatter-add stay eager."""
     enc = network.encoding
-    if compiled_index:
-        enc.corner_rows_and_weights = torch.compile(enc.corner_rows_and_weights, dynamic=False)
-    if buffered:
-        def forward_torch(x, enc=enc):
-            rows, weights = enc.corner_rows_and_weights(x)
-            table = enc.params.view(-1, enc.n_features_per_level)
-            return _BufferedInterpolation.apply(table, rows, weights).reshape(x.shape[0], enc.n_output_dims)
-
-        enc._forward_torch = forward_torch
+    enc.corner_rows_and_weights = torch.compile(enc.corner_rows_and_weights, dynamic=False)
 
 
 def bench_field(cells, n_genes: int, batch_size: int, steps: int, warmup: int, compiled: bool = False,
-                prototype: tuple[bool, bool] | None = None) -> dict:
+                prototype: bool = False) -> dict:
     """Train a FieldNetwork with the package's loop; returns wall/cpu seconds for ``steps``."""
     torch.manual_seed(0)
     config = field_config(batch_size, steps)
     network = FieldNetwork(config, 3, n_genes)
-    if prototype is not None:
-        apply_prototype(network, *prototype)
+    if prototype:
+        apply_prototype(network)
     kwargs = {"validation": None, "seed": 0, "device": torch.device("cpu"), "progress": False}
     if compiled:
         if "model" not in inspect.signature(train_mod.train).parameters:
@@ -226,9 +191,7 @@ def main(argv=None) -> list[dict]:
     if not args.no_compile and not args.quick:
         add("ntf field (torch.compile)", lambda: bench_field(cells, n_genes, batch, steps, warmup, compiled=True))
     if args.prototypes:
-        add("proto: grad buffer", lambda: bench_field(cells, n_genes, batch, steps, warmup, prototype=(True, False)))
-        add("proto: compiled indexing", lambda: bench_field(cells, n_genes, batch, steps, warmup, prototype=(False, True)))
-        add("proto: both", lambda: bench_field(cells, n_genes, batch, steps, warmup, prototype=(True, True)))
+        add("proto: compiled indexing", lambda: bench_field(cells, n_genes, batch, steps, warmup, prototype=True))
     torch.manual_seed(0)
     add("plain mlp (same width)", lambda: bench_module(PlainMLP(n_genes), cells, batch, steps, warmup, scale_input=True))
     ff_steps = max(2, steps // 4)

@@ -223,8 +223,31 @@ def _combine_corners(per_axis: torch.Tensor, op) -> torch.Tensor:
 
 
 def _gather(table: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-    """``table[rows]`` via ``index_select``, which is faster than advanced indexing on CPU."""
+    """``table[rows]`` as ``(*rows.shape, F)``, via ``index_select`` (faster than advanced indexing on CPU)."""
+    if _pairs_as_complex(table):
+        # two float32 features move as one 8-byte complex element: half the indexed elements
+        pairs = torch.view_as_complex(table).index_select(0, rows.reshape(-1))
+        return torch.view_as_real(pairs).view(*rows.shape, 2)
     return table.index_select(0, rows.reshape(-1)).view(*rows.shape, table.shape[1])
+
+
+def _scatter_add(target: torch.Tensor, rows: torch.Tensor, weights: torch.Tensor, grad_out: torch.Tensor) -> None:
+    """``target[rows[..., c]] += weights[..., c] * grad_out`` in place (the table gradient)."""
+    index = rows.reshape(-1).long()  # index_add_ has a fast path for int64 indices only
+    if _pairs_as_complex(target) and grad_out.dtype == torch.float32:
+        contrib = weights.to(torch.complex64) * torch.view_as_complex(grad_out.contiguous())[:, :, None]
+        torch.view_as_complex(target).index_add_(0, index, contrib.reshape(-1))
+        return
+    contrib = weights.to(grad_out.dtype)[..., None] * grad_out[:, :, None, :]  # (n, L, C, F)
+    target.index_add_(0, index, contrib.reshape(-1, target.shape[1]))
+
+
+def _pairs_as_complex(table: torch.Tensor) -> bool:
+    """Whether to index ``table`` as complex pairs: a contiguous float32 ``(rows, 2)`` table (tcnn's
+    default F = 2) on the CPU, outside ``torch.compile`` (inductor does not generate complex code)."""
+    compiling = getattr(getattr(torch, "compiler", None), "is_compiling", lambda: False)()
+    return (table.dim() == 2 and table.shape[1] == 2 and table.dtype == torch.float32
+            and table.is_contiguous() and table.device.type == "cpu" and not compiling)
 
 
 class _TableGradBuffer:
@@ -286,11 +309,9 @@ class _InterpolateTable(torch.autograd.Function):
         table, rows, weights = ctx.saved_tensors
         grad_table = grad_weights = None
         if ctx.needs_input_grad[0]:
-            contrib = weights.to(grad_out.dtype)[..., None] * grad_out[:, :, None, :]  # (n, L, C, F)
             buffer = ctx.grad_buffer
             zeros = torch.zeros_like(table) if buffer is None else buffer.zeroed(table)
-            # index_add_ has a fast path for int64 indices only (int32 is several times slower)
-            zeros.index_add_(0, rows.reshape(-1).long(), contrib.reshape(-1, table.shape[1]))
+            _scatter_add(zeros, rows, weights, grad_out)
             # a new view of the buffer: autograd adopts it as .grad instead of copying it
             grad_table = zeros.view(zeros.shape)
         if ctx.needs_input_grad[2]:
