@@ -186,3 +186,32 @@ def test_in_plane_spacing_is_measured_at_the_full_density(cells_per_section):
     take = rng.random(3 * n) < min(1.0, 1500 / n)
     sub = measure_sampling(coords[take], section[take], full_counts={"a": n, "b": n, "c": n}).spacing
     assert sub[0] == pytest.approx(theory, rel=0.05)
+
+
+def test_tissue_support_follows_time(tmp_path):
+    """A growing body: at the first stage the tip of the last stage is outside the tissue; without a
+    time the support is all stages together; the support (with its time column) survives save/load."""
+    from ntf_utils.datasets import synthetic_timeseries
+
+    adata = synthetic_timeseries(n_times=2, n_sections=4, cells_per_section=300, n_genes=6, seed=0)
+    pp.log_normalize(adata)
+    field = tl.fit(adata, layer="lognorm", time_key="time", steps=30, progress=False)
+    coords = adata.obsm["spatial_3d"]
+    time = adata.obs["time"].to_numpy()
+    first, last = time.min(), time.max()
+    # the cell of the last stage farthest along x, and one near the middle of the first stage
+    tip = coords[time == last][np.argmax(coords[time == last][:, 0])]
+    middle = coords[time == first][np.argmin(np.abs(coords[time == first][:, 0] - coords[time == first][:, 0].mean()))]
+    points = np.vstack([tip, middle])
+    assert field.inside(points, time=last).tolist() == [True, True]
+    assert field.inside(points, time=first).tolist() == [False, True]
+    assert field.inside(points).tolist() == [True, True]  # no time: any stage
+    four = np.column_stack([points, [first, last]])
+    assert field.inside(four).tolist() == [False, True]
+    field.save(tmp_path / "f")
+    loaded = NTFField.load(tmp_path / "f")
+    assert loaded.inside(points, time=first).tolist() == [False, True]
+    # a rendered volume at the first stage masks the tip region
+    early = field.render(16, genes=[adata.var_names[0]], time=first).mask.sum()
+    late = field.render(16, genes=[adata.var_names[0]], time=last).mask.sum()
+    assert early < late

@@ -19,6 +19,8 @@ from .volume import Volume
 
 # A point is "inside the tissue" within this many finest grid cells of a training cell.
 SUPPORT_RADIUS = 1.5
+# With more distinct training times than this, inside() uses the tissue of all times together.
+MAX_SUPPORT_STAGES = 64
 
 
 class NTFField:
@@ -59,7 +61,7 @@ class NTFField:
         self.gene_mean = np.asarray(gene_mean, dtype=np.float32)
         self.gene_std = np.asarray(gene_std, dtype=np.float32)
         self.support = np.asarray(support, dtype=np.float32)
-        self._support_tree = None
+        self._support_trees: dict = {}
         self.history = pd.DataFrame(history or [])
         self.info = dict(info or {})
 
@@ -195,14 +197,52 @@ class NTFField:
         return out
 
     # -- tissue support -----------------------------------------------------------------------
-    def inside(self, coords) -> np.ndarray:
-        """True where a point lies within the sampled tissue (near a training cell, in grid units)."""
-        coords = check_coords(coords, "coords", n_cols=(3, 4))[:, :3]
-        if self._support_tree is None:
-            self._support_tree = cKDTree(self.support)
+    def inside(self, coords, *, time=None) -> np.ndarray:
+        """True where a point lies within the sampled tissue (near a training cell, in grid units).
+
+        Parameters
+        ----------
+        coords
+            ``(n, 3)`` (x, y, z) or ``(n, 4)`` (x, y, z, time), original units.
+        time
+            For a field with a time axis and 3-column ``coords``: the time to ask at.
+
+        Notes
+        -----
+        With a time axis and a time, the tissue is that of the measured stages around it: the
+        stage itself, or the two stages a time between stages lies between (times outside the
+        measured range use the nearest stage). Without a time, or for fields saved before the
+        support recorded time, or with more than :data:`MAX_SUPPORT_STAGES` distinct times, it is
+        the tissue of all stages together.
+        """
+        coords = check_coords(coords, "coords", n_cols=(3, 4))
         res = self.config.finest_resolution
-        u = (0.5 + (coords - self.transform.center[:3]) * self.transform.scale[:3]) * res
-        dist, _ = self._support_tree.query(u, k=1, distance_upper_bound=SUPPORT_RADIUS + 1e-9)
+        u = (0.5 + (coords[:, :3] - self.transform.center[:3]) * self.transform.scale[:3]) * res
+        if coords.shape[1] == 4:
+            time = coords[:, 3]
+        elif time is not None:
+            time = np.full(len(coords), check_number(time, "time"))
+        stages = np.unique(self.support[:, 3]) if self.support.shape[1] == 4 else np.zeros(0)
+        if time is None or not 1 <= len(stages) <= MAX_SUPPORT_STAGES:
+            return self._near_support(u, None)
+        out = np.zeros(len(coords), dtype=bool)
+        for t in np.unique(time):
+            rows = time == t
+            # the stages around t: itself, its two neighbours, or the nearest end
+            below, above = stages[stages <= t], stages[stages >= t]
+            around = tuple(sorted({(below[-1] if len(below) else above[0]), (above[0] if len(above) else below[-1])}))
+            out[rows] = self._near_support(u[rows], around)
+        return out
+
+    def _near_support(self, u: np.ndarray, stages: tuple | None) -> np.ndarray:
+        """Within SUPPORT_RADIUS of a support point (of ``stages`` only, when given)."""
+        tree = self._support_trees.get(stages)
+        if tree is None:
+            points = self.support[:, :3]
+            if stages is not None:
+                points = points[np.isin(self.support[:, 3], stages)]
+            tree = self._support_trees[stages] = cKDTree(points)
+        dist, _ = tree.query(u, k=1, distance_upper_bound=SUPPORT_RADIUS + 1e-9)
         return np.isfinite(dist)
 
     # -- AnnData-level tools ------------------------------------------------------------------
@@ -284,7 +324,7 @@ class NTFField:
         for start in range(0, nx * ny, 1_000_000):  # spots in chunks: the inside test runs on bounded memory
             ix, iy = np.divmod(np.arange(start, min(start + 1_000_000, nx * ny)), ny)
             part = np.column_stack([x0 + resolution * ix, y0 + resolution * iy, np.full(len(ix), z)])
-            parts.append(part[self.inside(part)] if inside_only else part)
+            parts.append(part[self.inside(part, time=time)] if inside_only else part)
         coords = np.concatenate(parts)
         values = self.predict(coords, gene_list, time=time)
         out = ad.AnnData(X=values, var=pd.DataFrame(index=gene_list))
@@ -341,7 +381,7 @@ class NTFField:
             ijk = np.unravel_index(np.arange(start, stop), shape)
             coords = np.column_stack([axis[i] for axis, i in zip(axes, ijk)])
             values[start:stop] = self.predict(coords, gene_list, time=time, batch_size=batch_size)
-            mask[start:stop] = self.inside(coords)
+            mask[start:stop] = self.inside(coords, time=time)
         return volume
 
     def grid_shape(self, shape, box: np.ndarray) -> tuple[int, int, int]:

@@ -223,12 +223,17 @@ def _fingerprint(coords, matrix, genes, config, seed, validation) -> str:
 
 
 def _support(coords, transform, config, seed) -> np.ndarray:
-    """Training positions in finest-grid units (subsampled): what counts as inside the tissue."""
-    xyz = coords[:, :3]
-    if len(xyz) > MAX_SUPPORT_POINTS:
-        xyz = xyz[np.random.default_rng(seed).choice(len(xyz), MAX_SUPPORT_POINTS, replace=False)]
-    u = 0.5 + (xyz - transform.center[:3]) * transform.scale[:3]
-    return (u * config.finest_resolution).astype(np.float32)
+    """Training positions in finest-grid units (subsampled): what counts as inside the tissue.
+
+    ``(n, 3)``; with a time axis ``(n, 4)``, the 4th column the time in original units, so that
+    :meth:`NTFField.inside` can ask for the tissue of the stages around a given time.
+    """
+    if len(coords) > MAX_SUPPORT_POINTS:
+        coords = coords[np.random.default_rng(seed).choice(len(coords), MAX_SUPPORT_POINTS, replace=False)]
+    u = (0.5 + (coords[:, :3] - transform.center[:3]) * transform.scale[:3]) * config.finest_resolution
+    if coords.shape[1] == 4:
+        u = np.column_stack([u, coords[:, 3]])
+    return u.astype(np.float32)
 
 
 def _fit_info(adata, coords, sampling: Sampling, sections, state, seconds, device, network, layer, spatial_key, time_key):
