@@ -108,3 +108,14 @@ def test_split_holdout_by_name_z_and_count():
     assert test.obs["section"].nunique() == 2 and not {"s0", "s5"} & set(test.obs["section"])
     with pytest.raises(KeyError, match="neither a section name nor a z"):
         pp.split_sections(adata, holdout=["nope"])
+
+
+def test_obs_columns_of_some_sections_are_kept():
+    a, b = _section(seed=0), _section(seed=1)
+    a.obs["cell_type"] = "neuron"
+    b.obs["score"] = 2.5
+    out = pp.stack_sections([a, b], z=[0.0, 1.0])
+    assert list(out.obs["cell_type"].iloc[: a.n_obs]) == ["neuron"] * a.n_obs
+    assert out.obs["cell_type"].iloc[a.n_obs :].isna().all()
+    assert (out.obs["score"].iloc[a.n_obs :] == 2.5).all() and out.obs["score"].iloc[: a.n_obs].isna().all()
+    assert "score" not in a.obs and "cell_type" not in b.obs  # inputs untouched

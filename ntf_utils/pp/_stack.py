@@ -116,6 +116,11 @@ def stack_sections(
         stacked = stacked[:, union].copy()
         mask = np.concatenate([np.asarray(union.isin(genes))[None, :].repeat(p.n_obs, 0) for p, genes in zip(parts, gene_sets)])
         stacked.layers["ntf_mask"] = mask.astype(np.uint8)
+    # obs columns are kept when only some sections have them (missing values where absent), as
+    # pandas does; anndata's inner join would drop e.g. a cell-type column annotated on one section
+    obs = pd.concat([p.obs for p in parts], join="outer")
+    obs.index = stacked.obs_names
+    stacked.obs = obs
     return _finish(stacked, names, z_values, times)
 
 
