@@ -160,3 +160,15 @@ def test_tcnn_backend_requires_cuda():
         enc(torch.rand(4, 3))
     assert HashGridEncoding(n_levels=2, log2_hashmap_size=8, implementation="auto").backend() == "torch"
     assert enc.tcnn_config()["otype"] == "HashGrid"
+
+
+def test_gradient_buffer_is_never_reused_when_torch_cannot_count_references(monkeypatch):
+    """Without torch's storage use count (a private API) every backward gets a fresh buffer."""
+    monkeypatch.delattr(torch._C, "_storage_Use_Count", raising=False)
+    enc = _grid(CONFIGS[0])
+    storages = []
+    for _ in range(2):
+        enc.params.grad = None
+        enc(torch.rand(32, 3)).sum().backward()
+        storages.append(enc.params.grad.untyped_storage().data_ptr())  # no reference kept
+    assert storages[0] != storages[1]

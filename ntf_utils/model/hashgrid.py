@@ -275,7 +275,7 @@ class _TableGradBuffer:
         data = self._data
         reusable = (
             data is not None and data.shape == like.shape and data.dtype == like.dtype
-            and data.device == like.device and _storage_users(data) == self._alone
+            and data.device == like.device and self._alone > 0 and _storage_users(data) == self._alone
         )
         if reusable:
             return data.zero_()
@@ -285,9 +285,9 @@ class _TableGradBuffer:
 
 
 def _storage_users(tensor: torch.Tensor) -> int:
-    """Number of references to ``tensor``'s storage (-2 when torch cannot tell: never reuse)."""
+    """Number of references to ``tensor``'s storage (-1 when torch cannot tell: then never reuse)."""
     count = getattr(torch._C, "_storage_Use_Count", None)
-    return -2 if count is None else int(count(tensor.untyped_storage()._cdata))
+    return -1 if count is None else int(count(tensor.untyped_storage()._cdata))
 
 
 class _InterpolateTable(torch.autograd.Function):
