@@ -16,7 +16,7 @@ measures:
   per second, PSF jitter and the background reader included);
 * ``read_cells_per_s``: the disk path alone: blocks read, decompressed and turned into training
   targets per second (the ceiling of training throughput when every cell is used once);
-* ``peak_rss_gb``: the fitting process's peak resident memory (``ru_maxrss``), and on CUDA the
+* ``peak_rss_gb``: the fitting process's peak resident memory (``VmHWM``), and on CUDA the
   peak GPU memory.
 
 The table is printed at the end; its last line reads
@@ -34,11 +34,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks._memory import peak_rss_mb  # noqa: E402
 
 DEFAULT_SIZES = (100_000, 1_000_000, 10_000_000)
 QUICK_SIZES = (20_000, 100_000)
@@ -144,7 +146,7 @@ def child(args) -> None:
         "plan_s": s["plan_s"], "train_s": s["train_seconds"], "wall_s": round(wall, 1),
         "cells_per_s": s["cells_per_s"], "read_cells_per_s": round(read_rate),
         "cells_per_cpu_s": round(field.info["steps_run"] * field.config.batch_size / max(s["train_cpu_seconds"], 1e-9)),
-        "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2,
+        "peak_rss_gb": peak_rss_mb() / 1024,
         "buffer_mb": s["buffer_bytes"] / 1e6, "bound_mb": s["memory_bound_bytes"] / 1e6,
         "blocks_loaded": s["blocks_loaded"], "finest_resolution": field.config.finest_resolution,
         "log2_table": field.config.log2_hashmap_size, "loadavg": os.getloadavg()[0],

@@ -425,8 +425,8 @@ def throughput(cfg) -> pd.DataFrame:
 # ------------------------------------------------------------------------------------------------
 def _child_memory(method: str, quick: bool, threads: int) -> None:
     """In a fresh process: load the synthetic embryo, split at TTA_FRACTION, fit ``method``; print
-    the peak resident set size before and after the fit (``ru_maxrss``, the process's high-water mark)."""
-    import resource
+    the peak resident set size before and after the fit (the process's high-water mark)."""
+    from benchmarks._memory import peak_rss_mb
 
     torch.set_num_threads(threads)
     cfg = settings(quick)
@@ -434,7 +434,7 @@ def _child_memory(method: str, quick: bool, threads: int) -> None:
     train, test = ntf.pp.split_sections(adata, keep_fraction=TTA_FRACTION)
     del adata
     gc_collect()
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    before = peak_rss_mb()
     steps = 200  # memory does not grow with the number of steps
     arch = {k: v for k, v in cfg["inr"].items() if k in ("hidden_width", "hidden_layers")}
     fit = {
@@ -450,7 +450,7 @@ def _child_memory(method: str, quick: bool, threads: int) -> None:
     }[method]
     model = fit()
     model.predict(test.obsm["spatial_3d"], genes=list(map(str, test.var_names)))
-    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    after = peak_rss_mb()
     print(json.dumps({"method": method, "rss_before_mb": before, "peak_rss_mb": after}))
 
 

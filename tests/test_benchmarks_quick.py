@@ -136,3 +136,19 @@ def test_quick_benchmark_accuracy_orderings(quick_run):
     df = tl.evaluate_sections({"mean": mean}, test, layer="lognorm", truth_layer=truth_layer, ssim=False)
     mean_rmse = tl.summarize_evaluation(df).set_index("method").loc["mean", "rmse_mean"]
     assert third.loc["ntf", "rmse"] < 0.8 * mean_rmse
+
+
+def test_peak_memory_of_a_child_process_excludes_its_parent():
+    """Benchmark children measure their own peak: a child started while this process holds 600 MB
+    must not report those 600 MB (``ru_maxrss`` survives ``execve`` and would)."""
+    import subprocess
+
+    if not Path("/proc/self/status").exists():
+        pytest.skip("VmHWM needs Linux /proc")
+    ballast = np.ones(600 * 2**20 // 8)  # 600 MB, touched
+    code = "import sys; sys.path.insert(0, '.'); from benchmarks._memory import peak_rss_mb; print(peak_rss_mb())"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parents[1])
+    child_mb = float(out.stdout.strip())
+    assert 1 < child_mb < 300, child_mb
+    assert ballast.sum() > 0
