@@ -21,8 +21,6 @@ Neither path has been timed on a GPU in this repository (no GPU was available); 
 
 from __future__ import annotations
 
-import warnings
-
 import torch
 from torch import nn
 
@@ -92,10 +90,4 @@ def accelerated_model(network: nn.Module, *, compile: bool = False, amp: str | N
         ok, why = compile_available()
         if not ok:
             raise RuntimeError(f"compile=True but torch.compile is unusable here: {why}; pass compile=False")
-        if next(network.parameters()).device.type == "cpu":
-            warnings.warn(
-                "compile=True on CPU: the compiled training step was measured ~3x slower than eager on CPU "
-                "(benchmarks/bench_scale.py --compare-compile); it is meant for CUDA",
-                stacklevel=3,
-            )
     return FastForward(network, compile=compile, amp=amp, compile_mode=compile_mode)
