@@ -21,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..datasets._synthetic import _sigmoid, body_gradients
+
 __all__ = ["AtlasModel", "write_synthetic_atlas", "atlas_model", "default_n_sections"]
 
 # Programs (columns of AtlasModel.programs): axis gradients, layers, segments, then organs.
@@ -28,10 +30,6 @@ _GRADIENTS = ("ap_ant", "ap_post", "ap_wave", "dv_dors", "dv_vent", "lr", "radia
 _LAYERS = ("outer_layer", "inner_core")
 _SEGMENTS = ("head", "trunk_anterior", "trunk_posterior", "tail")
 _FORMAT = "ntf_synthetic_atlas"
-
-
-def _sigmoid(x):
-    return 0.5 * (1.0 + np.tanh(0.5 * x))
 
 
 def default_n_sections(n_cells: int) -> int:
@@ -122,14 +120,7 @@ class AtlasModel:
         r = np.sqrt(xn**2 + yn**2 + zn**2)
         ut = u + self.tilt * (v - 0.5)
         edges = np.concatenate([[-np.inf], self.boundaries, [np.inf]])
-        cols = [
-            np.exp(-np.clip(u, -1, None) / 0.22),
-            _sigmoid((u - 0.72) / 0.07),
-            0.5 + 0.5 * np.sin(2 * np.pi * 2.5 * u + self.wave_phase),
-            np.exp(-np.clip(1 - v, -1, None) / 0.3),
-            _sigmoid((0.38 - v) / 0.06),
-            _sigmoid((w - 0.5) / 0.18),
-            np.clip(1 - r, 0, 1),
+        cols = body_gradients(u, v, w, r, self.wave_phase) + [
             _sigmoid((r - 0.85) / 0.03),
             _sigmoid((0.45 - r) / 0.03),
         ]

@@ -61,6 +61,25 @@ def _sigmoid(x):
     return 0.5 * (1.0 + np.tanh(0.5 * x))
 
 
+def body_gradients(u, v, w, r, wave_phase: float) -> list:
+    """The seven smooth programs of a synthetic body, from its normalised coordinates.
+
+    ``u, v, w`` run from 0 to 1 across the body along x (AP), y (DV) and z, ``r`` is the ellipsoidal
+    radius (1 on the surface). Returns the columns: anterior and posterior AP gradients, an AP wave,
+    dorsal and ventral DV gradients, a z gradient, and a radial (centre-high) one. Shared by the
+    synthetic embryo and the synthetic atlas (``ntf_utils.atlas``).
+    """
+    return [
+        np.exp(-np.clip(u, -1, None) / 0.22),
+        _sigmoid((u - 0.72) / 0.07),
+        0.5 + 0.5 * np.sin(2 * np.pi * 2.5 * u + wave_phase),
+        np.exp(-np.clip(1 - v, -1, None) / 0.3),
+        _sigmoid((0.38 - v) / 0.06),
+        _sigmoid((w - 0.5) / 0.18),
+        np.clip(1 - r, 0, 1),
+    ]
+
+
 def _as_coords(coords, n_cols: int, what: str) -> np.ndarray:
     arr = np.asarray(coords, dtype=np.float64)
     if arr.ndim == 1 and arr.shape[0] == n_cols:
@@ -214,17 +233,7 @@ class EmbryoModel(_FieldModel):
         return u, v, w, r
 
     def _features(self, u, v, w, r):
-        return np.column_stack(
-            [
-                np.exp(-np.clip(u, -1, None) / 0.22),
-                _sigmoid((u - 0.72) / 0.07),
-                0.5 + 0.5 * np.sin(2 * np.pi * 2.5 * u + self.wave_phase),
-                np.exp(-np.clip(1 - v, -1, None) / 0.3),
-                _sigmoid((0.38 - v) / 0.06),
-                _sigmoid((w - 0.5) / 0.18),
-                np.clip(1 - r, 0, 1),
-            ]
-        )
+        return np.column_stack(body_gradients(u, v, w, r, self.wave_phase))
 
     def _domain_codes(self, coords, u, v, w, r):
         """Integer domain per point: index into ``self.domains``; -1 = outside the body."""
