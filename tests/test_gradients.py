@@ -3,21 +3,19 @@
 import numpy as np
 import pytest
 
-from ntf_utils import NTFConfig, datasets, pp, tl
+from ntf_utils import NTFConfig, datasets, tl
 
-CONFIG = NTFConfig(steps=200, batch_size=1024)
-
-
-@pytest.fixture(scope="module")
-def embryo():
-    adata = datasets.synthetic_embryo(n_sections=10, cells_per_section=400, n_genes=40, seed=0)
-    pp.log_normalize(adata)
-    return adata
+CONFIG = NTFConfig(steps=200, batch_size=1024)  # as the shared embryo fit of tests/conftest.py
 
 
 @pytest.fixture(scope="module")
-def field(embryo):
-    return tl.fit(embryo, layer="lognorm", config=CONFIG, progress=False)
+def embryo(small_embryo):
+    return small_embryo  # tests/conftest.py: one fit shared with the other module
+
+
+@pytest.fixture(scope="module")
+def field(small_embryo_field):
+    return small_embryo_field
 
 
 @pytest.fixture(scope="module")
