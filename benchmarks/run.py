@@ -629,10 +629,20 @@ def _plt():
     return plt
 
 
+def _panel_row(n: int):
+    """A figure with one 4.2 x 3.6 inch panel per dataset, side by side: ``(fig, axes)``."""
+    return _plt().subplots(1, n, figsize=(4.2 * n, 3.6), squeeze=False)
+
+
+def _save(fig, path: Path) -> None:
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    _plt().close(fig)
+
+
 def plot_accuracy(out: Path, superres: pd.DataFrame, per_gene: pd.DataFrame) -> None:
-    plt = _plt()
     datasets = list(dict.fromkeys(superres["dataset"]))
-    fig, axes = plt.subplots(1, len(datasets), figsize=(4.2 * len(datasets), 3.6), squeeze=False)
+    fig, axes = _panel_row(len(datasets))
     for ax, ds in zip(axes[0], datasets):
         d = superres[superres.dataset == ds]
         for m in METHODS:
@@ -644,12 +654,10 @@ def plot_accuracy(out: Path, superres: pd.DataFrame, per_gene: pd.DataFrame) -> 
         ax.set_xticks(sorted(d["kept_fraction"].unique()))
     axes[0][0].set_ylabel("held-out median per-gene Pearson")
     axes[0][-1].legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
-    fig.savefig(out / "accuracy_vs_fraction.png", dpi=100)
-    plt.close(fig)
+    _save(fig, out / "accuracy_vs_fraction.png")
 
     fr = 0.25 if (per_gene["kept_fraction"] == 0.25).any() else per_gene["kept_fraction"].min()
-    fig, axes = plt.subplots(1, len(datasets), figsize=(4.2 * len(datasets), 3.6), squeeze=False)
+    fig, axes = _panel_row(len(datasets))
     for ax, ds in zip(axes[0], datasets):
         d = per_gene[(per_gene.dataset == ds) & (per_gene.kept_fraction == fr)]
         if not len(d):  # this fraction was a copy of another split
@@ -660,15 +668,12 @@ def plot_accuracy(out: Path, superres: pd.DataFrame, per_gene: pd.DataFrame) -> 
         ax.set_xticks(range(1, len(METHODS) + 1), METHODS, rotation=45, fontsize=7)
         ax.set_title(f"{ds}, kept {d.kept_fraction.iloc[0]:g}" if len(d) else ds)
     axes[0][0].set_ylabel("per-gene held-out Pearson")
-    fig.tight_layout()
-    fig.savefig(out / "pearson_distribution.png", dpi=100)
-    plt.close(fig)
+    _save(fig, out / "pearson_distribution.png")
 
 
 def plot_time_to_accuracy(out: Path, curves: pd.DataFrame, tta: pd.DataFrame) -> None:
-    plt = _plt()
     dss = list(dict.fromkeys(curves["dataset"]))
-    fig, axes = plt.subplots(1, len(dss), figsize=(4.2 * len(dss), 3.6), squeeze=False)
+    fig, axes = _panel_row(len(dss))
     for ax, ds in zip(axes[0], dss):
         c = curves[curves.dataset == ds]
         for m in ("ntf", "fourier_mlp", "siren"):
@@ -683,9 +688,7 @@ def plot_time_to_accuracy(out: Path, curves: pd.DataFrame, tta: pd.DataFrame) ->
         ax.set_ylim(max(float(np.nanpercentile(c["pearson"], 10)) - 0.05, -0.1), None)
     axes[0][0].set_ylabel("held-out median per-gene Pearson")
     axes[0][-1].legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
-    fig.savefig(out / "time_to_accuracy.png", dpi=100)
-    plt.close(fig)
+    _save(fig, out / "time_to_accuracy.png")
 
 
 def plot_throughput(out: Path, tput: pd.DataFrame) -> None:
@@ -709,9 +712,7 @@ def plot_throughput(out: Path, tput: pd.DataFrame) -> None:
     axes[1].set_ylabel("seconds")
     axes[0].legend(fontsize=7)
     axes[1].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out / "throughput.png", dpi=100)
-    plt.close(fig)
+    _save(fig, out / "throughput.png")
 
 
 # ------------------------------------------------------------------------------------------------
