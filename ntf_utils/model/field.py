@@ -61,6 +61,8 @@ class NTFField:
         self.gene_mean = np.asarray(gene_mean, dtype=np.float32)
         self.gene_std = np.asarray(gene_std, dtype=np.float32)
         self.support = np.asarray(support, dtype=np.float32)
+        # distinct training times of the support (its 4th column, when the field has a time axis)
+        self._support_stages = np.unique(self.support[:, 3]) if self.support.shape[1] == 4 else np.zeros(0)
         self._support_trees: dict = {}
         self.history = pd.DataFrame(history or [])
         self.info = dict(info or {})
@@ -222,7 +224,7 @@ class NTFField:
             time = coords[:, 3]
         elif time is not None:
             time = np.full(len(coords), check_number(time, "time"))
-        stages = np.unique(self.support[:, 3]) if self.support.shape[1] == 4 else np.zeros(0)
+        stages = self._support_stages
         if time is None or not 1 <= len(stages) <= MAX_SUPPORT_STAGES:
             return self._near_support(u, None)
         out = np.zeros(len(coords), dtype=bool)
