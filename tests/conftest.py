@@ -60,8 +60,10 @@ def rng(seed: int) -> np.random.Generator:
 
 
 @pytest.fixture(scope="session")
-def small_embryo():
-    """A 10-section synthetic embryo (400 cells per section, 40 genes), log-normalised. Do not modify."""
+def embryo():
+    """A 10-section synthetic embryo (400 cells per section, 40 genes), log-normalised. Do not modify.
+
+    Test modules that need another embryo define their own ``embryo`` fixture, which takes precedence."""
     from ntf_utils import datasets, pp
 
     adata = datasets.synthetic_embryo(n_sections=10, cells_per_section=400, n_genes=40, seed=0)
@@ -70,8 +72,8 @@ def small_embryo():
 
 
 @pytest.fixture(scope="session")
-def small_embryo_field(small_embryo):
-    """A short fit (200 steps, batch 1024) of :func:`small_embryo`, shared by the domain and gradient tests."""
+def embryo_field(embryo):
+    """A short fit (200 steps, batch 1024) of :func:`embryo`, shared by the domain and gradient tests."""
     from ntf_utils import NTFConfig, tl
 
-    return tl.fit(small_embryo, layer="lognorm", config=NTFConfig(steps=200, batch_size=1024), progress=False)
+    return tl.fit(embryo, layer="lognorm", config=NTFConfig(steps=200, batch_size=1024), progress=False)

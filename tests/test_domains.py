@@ -13,19 +13,9 @@ from ntf_utils.tl._domains import latent_embedding
 MIN_ARI = 0.75
 
 
-@pytest.fixture(scope="module")
-def embryo(small_embryo):
-    return small_embryo  # tests/conftest.py: one fit shared with the other module
-
-
-@pytest.fixture(scope="module")
-def field(small_embryo_field):
-    return small_embryo_field
-
-
-def test_kmeans_recovers_true_domains_at_cells(field, embryo):
+def test_kmeans_recovers_true_domains_at_cells(embryo_field, embryo):
     before = embryo.copy()
-    out = tl.domains(field, embryo, n_domains=6, copy=True)
+    out = tl.domains(embryo_field, embryo, n_domains=6, copy=True)
     ari = adjusted_rand_score(embryo.obs["domain"], out.obs["ntf_domain"])
     assert ari >= MIN_ARI, f"ARI {ari:.3f} below {MIN_ARI}"
     assert isinstance(out.obs["ntf_domain"].dtype, pd.CategoricalDtype)
@@ -39,27 +29,27 @@ def test_kmeans_recovers_true_domains_at_cells(field, embryo):
     assert set(embryo.obs.columns) == set(before.obs.columns)
 
 
-def test_in_place_writes_and_is_deterministic(field, embryo):
+def test_in_place_writes_and_is_deterministic(embryo_field, embryo):
     adata = embryo[:600].copy()
-    assert tl.domains(field, adata, n_domains=4, key_added="dom", seed=1) is None
+    assert tl.domains(embryo_field, adata, n_domains=4, key_added="dom", seed=1) is None
     assert "dom" in adata.obs and adata.uns["dom"]["method"] == "kmeans"
-    again = tl.domains(field, adata, n_domains=4, key_added="dom", seed=1, copy=True)
+    again = tl.domains(embryo_field, adata, n_domains=4, key_added="dom", seed=1, copy=True)
     np.testing.assert_array_equal(adata.obs["dom"].to_numpy(), again.obs["dom"].to_numpy())
 
 
-def test_embedding_is_an_isometry_of_predicted_profiles(field, embryo):
+def test_embedding_is_an_isometry_of_predicted_profiles(embryo_field, embryo):
     coords = embryo.obsm["spatial_3d"][:40]
-    emb = latent_embedding(field, coords).astype(np.float64)
-    pred = field.predict(coords).astype(np.float64)
+    emb = latent_embedding(embryo_field, coords).astype(np.float64)
+    pred = embryo_field.predict(coords).astype(np.float64)
     d_emb = np.linalg.norm(emb[:, None] - emb[None], axis=2)
     d_pred = np.linalg.norm(pred[:, None] - pred[None], axis=2)
     np.testing.assert_allclose(d_emb, d_pred, rtol=1e-3, atol=1e-3)
 
 
-def test_grid_domains_for_plotting(field, embryo):
-    vox = tl.domains(field, shape=20, n_domains=6)
+def test_grid_domains_for_plotting(embryo_field, embryo):
+    vox = tl.domains(embryo_field, shape=20, n_domains=6)
     # voxels inside the tissue of a render-style grid, in Volume.to_anndata() order
-    volume = field.render(20, genes=[field.genes[0]])
+    volume = embryo_field.render(20, genes=[embryo_field.genes[0]])
     inside = volume.to_anndata()
     np.testing.assert_allclose(vox.obsm["spatial_3d"], inside.obsm["spatial_3d"])
     assert tuple(vox.uns["ntf_domain"]["shape"]) == volume.shape
@@ -75,23 +65,23 @@ def test_grid_domains_for_plotting(field, embryo):
     assert len(pl.domains_3d(volume, vox.obs["ntf_domain"].to_numpy(), kind="points").data) == 6
 
 
-def test_leiden_on_points(field, embryo):
+def test_leiden_on_points(embryo_field, embryo):
     pts = embryo.obsm["spatial_3d"][::8]
-    a = tl.domains(field, pts, method="leiden", resolution=0.3, seed=0)
-    b = tl.domains(field, pts, resolution=0.3, seed=0)  # leiden is the default without n_domains
+    a = tl.domains(embryo_field, pts, method="leiden", resolution=0.3, seed=0)
+    b = tl.domains(embryo_field, pts, resolution=0.3, seed=0)  # leiden is the default without n_domains
     assert a.n_obs == len(pts) and 2 <= a.obs["ntf_domain"].nunique() < len(pts) // 5
     np.testing.assert_array_equal(a.obs["ntf_domain"].to_numpy(), b.obs["ntf_domain"].to_numpy())
     assert adjusted_rand_score(embryo.obs["domain"].to_numpy()[::8], a.obs["ntf_domain"]) > 0.3
 
 
-def test_bad_arguments(field, embryo):
+def test_bad_arguments(embryo_field, embryo):
     with pytest.raises(ValueError, match="needs n_domains"):
-        tl.domains(field, embryo, method="kmeans")
+        tl.domains(embryo_field, embryo, method="kmeans")
     with pytest.raises(ValueError, match="only used by method='kmeans'"):
-        tl.domains(field, embryo, method="leiden", n_domains=3)
+        tl.domains(embryo_field, embryo, method="leiden", n_domains=3)
     with pytest.raises(ValueError, match="method must be one of"):
-        tl.domains(field, embryo, method="dbscan")
+        tl.domains(embryo_field, embryo, method="dbscan")
     with pytest.raises(ValueError, match="copy=True only applies"):
-        tl.domains(field, None, n_domains=3, copy=True)
+        tl.domains(embryo_field, None, n_domains=3, copy=True)
     with pytest.raises(KeyError, match="obsm"):
-        tl.domains(field, embryo[:, :3].copy(), n_domains=3, spatial_key="nope")
+        tl.domains(embryo_field, embryo[:, :3].copy(), n_domains=3, spatial_key="nope")

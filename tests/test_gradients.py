@@ -9,16 +9,6 @@ CONFIG = NTFConfig(steps=200, batch_size=1024)  # as the shared embryo fit of te
 
 
 @pytest.fixture(scope="module")
-def embryo(small_embryo):
-    return small_embryo  # tests/conftest.py: one fit shared with the other module
-
-
-@pytest.fixture(scope="module")
-def field(small_embryo_field):
-    return small_embryo_field
-
-
-@pytest.fixture(scope="module")
 def tumour():
     return datasets.synthetic_tumour_proteomics(n_sections=8, cells_per_section=1500, seed=0)
 
@@ -33,15 +23,15 @@ def _cosine(a, b):
     return (a * b).sum(-1) / np.maximum(na * nb, 1e-12)
 
 
-def test_matches_central_differences(field, embryo, rng):
+def test_matches_central_differences(embryo_field, embryo, rng):
     genes = ["g00_ap_ant", "g08_radial"]
     pts = embryo.obsm["spatial_3d"][rng.choice(embryo.n_obs, 300, replace=False)] + rng.normal(0, 3, (300, 3))
-    grad = tl.gradients(field, pts, genes)
+    grad = tl.gradients(embryo_field, pts, genes)
     assert grad.shape == (300, 2, 3) and grad.dtype == np.float32
     grad = grad.astype(np.float64)
     eps = 0.01  # original units; the finest grid cell is about 10-14 units here
     fd = np.stack(
-        [(field.predict(pts + e, genes).astype(np.float64) - field.predict(pts - e, genes)) / (2 * eps) for e in np.eye(3) * eps],
+        [(embryo_field.predict(pts + e, genes).astype(np.float64) - embryo_field.predict(pts - e, genes)) / (2 * eps) for e in np.eye(3) * eps],
         axis=-1,
     )
     rel = np.linalg.norm(fd - grad, axis=2) / np.maximum(np.linalg.norm(grad, axis=2), 1e-6)
@@ -50,7 +40,7 @@ def test_matches_central_differences(field, embryo, rng):
     assert np.mean(rel < 0.05) > 0.9
 
 
-def test_recovers_true_gradient_direction(field, embryo):
+def test_recovers_true_gradient_direction(embryo_field, embryo):
     """Radial and left-right (z) gradient genes: mean cosine to the truth where the truth is strong.
 
     Measured (this data and CONFIG): cosine 0.88 (g08_radial), 0.85 (g06_lr), 0.85 (g16_lr) over the
@@ -59,7 +49,7 @@ def test_recovers_true_gradient_direction(field, embryo):
     coords = embryo.obsm["spatial_3d"]
     genes = ["g08_radial", "g06_lr", "g16_lr"]
     truth = datasets.synthetic_model(embryo).truth_gradient(coords)[:, [embryo.var_names.get_loc(g) for g in genes]]
-    grad = tl.gradients(field, coords, genes)
+    grad = tl.gradients(embryo_field, coords, genes)
     for j, gene in enumerate(genes):
         strength = np.linalg.norm(truth[:, j], axis=1)
         strong = strength >= np.median(strength)
@@ -67,36 +57,36 @@ def test_recovers_true_gradient_direction(field, embryo):
         assert cos > 0.7, f"{gene}: mean cosine {cos:.3f}"
 
 
-def test_anndata_output_copy_and_normalize(field, embryo):
+def test_anndata_output_copy_and_normalize(embryo_field, embryo):
     adata = embryo[:200].copy()
-    out = tl.gradients(field, adata, ["g08_radial", "g00_ap_ant"], copy=True)
+    out = tl.gradients(embryo_field, adata, ["g08_radial", "g00_ap_ant"], copy=True)
     assert "ntf_gradient_g08_radial" not in adata.obsm  # copy leaves the input alone
     vec = out.obsm["ntf_gradient_g08_radial"]
     assert vec.shape == (200, 3)
     np.testing.assert_allclose(out.obs["ntf_gradient_g08_radial_magnitude"], np.linalg.norm(vec, axis=1), rtol=1e-5)
-    arr = tl.gradients(field, adata.obsm["spatial_3d"], "g08_radial")
+    arr = tl.gradients(embryo_field, adata.obsm["spatial_3d"], "g08_radial")
     np.testing.assert_allclose(vec, arr[:, 0], rtol=1e-6)
 
-    assert tl.gradients(field, adata, "g08_radial", normalize=True, key_added="g") is None
+    assert tl.gradients(embryo_field, adata, "g08_radial", normalize=True, key_added="g") is None
     unit = adata.obsm["g_g08_radial"]
     np.testing.assert_allclose(np.linalg.norm(unit, axis=1), 1.0, rtol=1e-5)
     np.testing.assert_allclose(unit, vec / np.linalg.norm(vec, axis=1, keepdims=True), rtol=1e-4, atol=1e-6)
     # magnitudes stay the raw norms
     np.testing.assert_allclose(adata.obs["g_g08_radial_magnitude"], np.linalg.norm(vec, axis=1), rtol=1e-5)
-    tl.gradients(field, adata, "g00_ap_ant", key_added="g")
+    tl.gradients(embryo_field, adata, "g00_ap_ant", key_added="g")
     assert adata.uns["g"]["genes"] == ["g08_radial", "g00_ap_ant"]
     assert adata.uns["g"]["normalized"] == {"g08_radial": True, "g00_ap_ant": False}
 
 
-def test_bad_arguments(field, embryo):
+def test_bad_arguments(embryo_field, embryo):
     with pytest.raises(KeyError, match="not in this field"):
-        tl.gradients(field, embryo.obsm["spatial_3d"][:5], ["nope"])
+        tl.gradients(embryo_field, embryo.obsm["spatial_3d"][:5], ["nope"])
     with pytest.raises(ValueError, match="pass genes"):
-        tl.gradients(field, embryo.obsm["spatial_3d"][:5], None)
+        tl.gradients(embryo_field, embryo.obsm["spatial_3d"][:5], None)
     with pytest.raises(ValueError, match="shape"):
-        tl.gradients(field, embryo.obsm["spatial_3d"][:5, :2], "g08_radial")
+        tl.gradients(embryo_field, embryo.obsm["spatial_3d"][:5, :2], "g08_radial")
     with pytest.raises(ValueError, match="copy=True only applies"):
-        tl.gradients(field, embryo.obsm["spatial_3d"][:5], "g08_radial", copy=True)
+        tl.gradients(embryo_field, embryo.obsm["spatial_3d"][:5], "g08_radial", copy=True)
 
 
 def test_tumour_markers_point_the_documented_way(tumour, tumour_field):
