@@ -6,7 +6,7 @@ Usage: ``python tests/fit_child.py OUT_DIR [--checkpoint DIR] [--seed S] [--thre
 Fits a field to a small synthetic embryo, then writes ``OUT_DIR/pred.npy`` (predictions at the
 training cells) and ``OUT_DIR/run.json`` (steps this process trained, thread count, versions).
 
-``--step-sleep`` slows every training step so that a kill lands mid-run; ``--slow-write`` writes
+``--step-sleep`` slows every step of the final (checkpointed) fit so that a kill lands mid-run; ``--slow-write`` writes
 each checkpoint file in 16 pieces with pauses (a stand-in for a slow disk) so that a kill lands
 mid-write. Both leave the computation itself unchanged.
 """
@@ -44,10 +44,15 @@ def main() -> None:
     from ntf_utils.datasets import synthetic_embryo
 
     steps_trained: set[int] = set()
+    final_steps: set[int] = set()
     real_lr_at = train_module.lr_at
 
+    def in_final_fit() -> bool:  # the resolution selection's candidate fits run first, unslowed
+        return args.checkpoint is not None and (args.checkpoint / ckpt.RESOLUTION_SELECTION).exists()
+
     def counting_lr_at(step, config):  # called at every training step (once per parameter group)
-        if step not in steps_trained and args.step_sleep:
+        if step not in final_steps and args.step_sleep and in_final_fit():
+            final_steps.add(step)
             time.sleep(args.step_sleep)
         steps_trained.add(step)
         return real_lr_at(step, config)

@@ -23,6 +23,7 @@ import torch
 FORMAT_VERSION = 2  # 2: the header holds "ntf_sha256", a digest of the JSON and the tensors
 TRAINING_CHECKPOINT = "training_checkpoint.pt"
 TRAINING_FINGERPRINT = "training_checkpoint.json"
+RESOLUTION_SELECTION = "resolution_selection.json"
 
 
 def atomic_write(path: Path, write) -> None:
@@ -151,13 +152,43 @@ def load_training_checkpoint(directory: Path, fingerprint: str) -> dict | None:
     return payload
 
 
+def save_selection(directory: Path, table: list[dict], fingerprint: str) -> None:
+    """Record the outcome of ``tl.fit``'s resolution selection, so that a resumed fit skips it."""
+    document = json.dumps({"fingerprint": fingerprint, "table": table})
+    atomic_write(Path(directory) / RESOLUTION_SELECTION, lambda tmp: Path(tmp).write_text(document))
+
+
+def load_selection(directory: Path, fingerprint: str) -> list[dict] | None:
+    """The recorded selection table of this run; None when there is none.
+
+    Raises
+    ------
+    ValueError
+        When the directory holds the selection of a different run, or a damaged record.
+    """
+    path = Path(directory) / RESOLUTION_SELECTION
+    if not path.exists():
+        return None
+    try:
+        record = json.loads(path.read_text())
+        stored, table = record["fingerprint"], record["table"]
+    except (json.JSONDecodeError, KeyError, TypeError) as err:
+        raise ValueError(f"{path} is damaged ({err}); delete it to choose the resolution again") from err
+    if stored != fingerprint:
+        raise ValueError(
+            f"checkpoint_dir {directory} holds a checkpoint of a different run (other data, genes or config); "
+            "use a new checkpoint_dir, or delete the old checkpoint to start over"
+        )
+    return table
+
+
 def remove_stale_temporaries(directory: Path) -> list[Path]:
     """Delete temporary checkpoint files left by a writer that was killed mid-write; returns them.
 
     They are never read (only complete files are renamed into place); this only frees the space.
     """
     stale = []
-    for name in (TRAINING_CHECKPOINT, TRAINING_FINGERPRINT):
+    for name in (TRAINING_CHECKPOINT, TRAINING_FINGERPRINT, RESOLUTION_SELECTION):
         for tmp in Path(directory).glob(f".{name}.*.tmp"):
             tmp.unlink(missing_ok=True)
             stale.append(tmp)

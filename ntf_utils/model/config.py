@@ -45,6 +45,15 @@ class NTFConfig:
         In-plane smoothing of the data-matched default: cells per finest grid cell along x and y.
     z_voxels_per_gap
         Finest grid cells per gap between training sections along z (1 = one cell per gap).
+    resolution_scale
+        Size of a finest grid cell along x, y and z relative to the rule above (4 = four times
+        coarser on every spatial axis). Chosen per dataset when ``select_resolution`` is on; no
+        effect when ``finest_resolution`` is fixed.
+    select_resolution
+        Choose ``resolution_scale`` and ``psf_sigma`` among ``resolution_candidates`` by the loss on
+        held-out training sections (:func:`ntf_utils.tl.fit` documents when this applies).
+    resolution_candidates
+        ``[resolution_scale, psf_sigma]`` pairs that ``select_resolution`` compares.
     hidden_width, hidden_layers
         The MLP between encoding and latent.
     latent_dim
@@ -79,6 +88,9 @@ class NTFConfig:
     finest_resolution: float | None = None
     xy_cells_per_voxel: float = 2.0
     z_voxels_per_gap: float = 1.0
+    resolution_scale: float = 1.0
+    select_resolution: bool = True
+    resolution_candidates: list = field(default_factory=lambda: [[1.0, 0.5], [4.0, 0.0]])
     hidden_width: int = 128
     hidden_layers: int = 2
     latent_dim: int = 64
@@ -111,6 +123,15 @@ class NTFConfig:
             raise ValueError(f"config.hidden_layers must be >= 0, got {self.hidden_layers}")
         if self.lr <= 0:
             raise ValueError(f"config.lr must be > 0, got {self.lr}")
+        if not self.resolution_scale > 0:
+            raise ValueError(f"config.resolution_scale must be > 0, got {self.resolution_scale!r}")
+        candidates = self.resolution_candidates
+        if not candidates or any(len(c) != 2 or not c[0] > 0 or not c[1] >= 0 for c in candidates):
+            raise ValueError(
+                "config.resolution_candidates must be a non-empty list of [resolution_scale > 0, psf_sigma >= 0] "
+                f"pairs, got {candidates!r}"
+            )
+        self.resolution_candidates = [[float(scale), float(psf)] for scale, psf in candidates]  # JSON round trip
 
     @property
     def per_level_scale(self) -> float:
@@ -120,6 +141,17 @@ class NTFConfig:
         if self.n_levels == 1:
             return 1.0
         return math.exp(math.log(self.finest_resolution / self.base_resolution) / (self.n_levels - 1))
+
+    @property
+    def support_resolution(self) -> float:
+        """Finest resolution of the sampling rule itself (before ``resolution_scale``).
+
+        The tissue support (:meth:`NTFField.inside`) is measured in its cells, so what counts as
+        inside depends on how densely the tissue was sampled, not on how coarse the grid is.
+        """
+        if self.finest_resolution is None:
+            raise ValueError("config is not resolved yet: call resolve_config(config, ...) first")
+        return self.finest_resolution * self.resolution_scale
 
     def to_dict(self) -> dict:
         """Plain-JSON dictionary of every field."""
@@ -174,10 +206,13 @@ def resolve_config(config: NTFConfig, sampling, has_sections: bool, n_genes: int
         cells[2] /= config.xy_cells_per_voxel
     if dims == 4 and config.time_scale is not None:
         cells[3] = config.time_scale
+    scale = config.resolution_scale
+    if config.finest_resolution is not None:
+        scale = 1.0  # the caller fixes the overall resolution; the data keeps deciding the anisotropy
+    cells[:3] /= scale
     cells = np.maximum(cells, 1.0)
     finest = float(cells.max() / CUBE_FILL)
     if config.finest_resolution is not None:
-        # the caller fixes the overall resolution; the data keeps deciding the anisotropy
         cells = cells * (float(config.finest_resolution) * CUBE_FILL / cells.max())
         finest = float(config.finest_resolution)
     base = config.base_resolution
@@ -195,6 +230,7 @@ def resolve_config(config: NTFConfig, sampling, has_sections: bool, n_genes: int
     resolved = config.replace(
         base_resolution=float(base),
         finest_resolution=finest,
+        resolution_scale=float(scale),
         log2_hashmap_size=int(log2_size),
         latent_dim=int(min(config.latent_dim, max(1, n_genes))),
         steps=int(steps),

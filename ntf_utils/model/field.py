@@ -200,7 +200,7 @@ class NTFField:
 
     # -- tissue support -----------------------------------------------------------------------
     def inside(self, coords, *, time=None) -> np.ndarray:
-        """True where a point lies within the sampled tissue (near a training cell, in grid units).
+        """True where a point lies within the sampled tissue (near a training cell, in cells of the sampling rule).
 
         Parameters
         ----------
@@ -218,7 +218,7 @@ class NTFField:
         the tissue of all stages together.
         """
         coords = check_coords(coords, "coords", n_cols=(3, 4))
-        res = self.config.finest_resolution
+        res = self.config.support_resolution
         u = (0.5 + (coords[:, :3] - self.transform.center[:3]) * self.transform.scale[:3]) * res
         if coords.shape[1] == 4:
             time = coords[:, 3]
