@@ -105,27 +105,32 @@ def fit(
     config = NTFConfig() if config is None else config
     overrides = {k: v for k, v in {"steps": steps, "batch_size": batch_size, "loss": loss}.items() if v is not None}
     config = config.replace(**overrides) if overrides else config
-    coords, matrix = _checked_inputs(adata, layer, spatial_key, time_key, config)  # bad input fails before any fit
+    checked = _checked_inputs(adata, layer, spatial_key, time_key, config)  # bad input fails before any fit
     options = {"layer": layer, "spatial_key": spatial_key, "time_key": time_key, "device": device, "seed": seed}
     if not applies(config, adata, time_key):
-        return fit_fixed(adata, config, validation=validation, checkpoint_dir=checkpoint_dir, progress=progress, **options)
+        return fit_fixed(adata, config, validation=validation, checkpoint_dir=checkpoint_dir, progress=progress,
+                         checked=checked, **options)
     fingerprint = None
     if checkpoint_dir is not None:
-        fingerprint = _fingerprint(coords, matrix, list(adata.var_names), config, seed, validation)
+        fingerprint = _fingerprint(*checked, list(adata.var_names), config, seed, validation)
     chosen, table, field = select_resolution(adata, config, fit_fixed, validation=validation,
                                              checkpoint_dir=checkpoint_dir, fingerprint=fingerprint,
                                              progress=progress, **options)
     if field is None:
         field = fit_fixed(adata, chosen, validation=validation, checkpoint_dir=checkpoint_dir, progress=progress,
-                          **options)
+                          checked=checked, **options)
     field.info["resolution_selection"] = table
     return field
 
 
 def fit_fixed(adata, config: NTFConfig, *, layer, spatial_key, time_key, device, seed, validation, checkpoint_dir,
-              progress) -> NTFField:
-    """:func:`fit` with ``config.resolution_scale`` and ``config.psf_sigma`` used as given (no selection)."""
-    coords, matrix = _checked_inputs(adata, layer, spatial_key, time_key, config)
+              progress, checked=None) -> NTFField:
+    """:func:`fit` with ``config.resolution_scale`` and ``config.psf_sigma`` used as given (no selection).
+
+    ``checked``: the ``(coords, matrix)`` of ``adata`` from :func:`_checked_inputs`, when the caller
+    has already read and checked them.
+    """
+    coords, matrix = checked if checked is not None else _checked_inputs(adata, layer, spatial_key, time_key, config)
     mask = np.asarray(adata.layers["ntf_mask"], dtype=np.float32) if "ntf_mask" in adata.layers else None
 
     sections = adata.obs["section"].astype(str).to_numpy() if "section" in adata.obs else None
@@ -153,7 +158,9 @@ def fit_fixed(adata, config: NTFConfig, *, layer, spatial_key, time_key, device,
     dev = resolve_device(device)
     network = FieldNetwork(config, coords.shape[1], adata.n_vars).to(dev)
     _init_output_bias(network, config, stats)
-    fingerprint = _fingerprint(coords, matrix, list(adata.var_names), config, seed, validation)
+    # the run's identity only matters for checkpoints; hashing all the data costs seconds at atlas size
+    fingerprint = "" if checkpoint_dir is None else _fingerprint(coords, matrix, list(adata.var_names), config, seed,
+                                                                  validation)
     started = time.perf_counter()
     state = train(
         network, config, cells, validation=val_cells, seed=seed, device=dev,
@@ -269,7 +276,7 @@ def _support(coords, transform, config, seed) -> np.ndarray:
     """
     if len(coords) > MAX_SUPPORT_POINTS:
         coords = coords[np.random.default_rng(seed).choice(len(coords), MAX_SUPPORT_POINTS, replace=False)]
-    u = (0.5 + (coords[:, :3] - transform.center[:3]) * transform.scale[:3]) * config.support_resolution
+    u = transform.to_grid_xyz(coords, config.support_resolution)
     if coords.shape[1] == 4:
         u = np.column_stack([u, coords[:, 3]])
     return u.astype(np.float32)
