@@ -120,6 +120,12 @@ class CoordinateTransform:
         u = 0.5 + (np.asarray(coords, dtype=np.float64) - self.center) * self.scale
         return np.clip(u, 0.0, 1.0).astype(np.float32)
 
+    def to_grid_xyz(self, coords: np.ndarray, resolution: float) -> np.ndarray:
+        """(x, y, z) of ``coords`` (3 or more columns) -> positions in cells of a grid of ``resolution``
+        vertices per unit-cube axis, unclipped: the space in which the tissue support is measured."""
+        xyz = np.asarray(coords, dtype=np.float64)[:, :3]
+        return (0.5 + (xyz - self.center[:3]) * self.scale[:3]) * resolution
+
     def inside(self, coords: np.ndarray) -> np.ndarray:
         """True where a coordinate maps inside the cube (no clipping needed)."""
         u = 0.5 + (np.asarray(coords, dtype=np.float64) - self.center) * self.scale

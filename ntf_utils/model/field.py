@@ -218,8 +218,7 @@ class NTFField:
         the tissue of all stages together.
         """
         coords = check_coords(coords, "coords", n_cols=(3, 4))
-        res = self.config.support_resolution
-        u = (0.5 + (coords[:, :3] - self.transform.center[:3]) * self.transform.scale[:3]) * res
+        u = self.transform.to_grid_xyz(coords, self.config.support_resolution)
         if coords.shape[1] == 4:
             time = coords[:, 3]
         elif time is not None:
