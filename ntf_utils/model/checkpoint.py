@@ -145,10 +145,7 @@ def load_training_checkpoint(directory: Path, fingerprint: str) -> dict | None:
     if stored is None:
         stored = _stored_fingerprint(directory)
     if stored != fingerprint:
-        raise ValueError(
-            f"checkpoint_dir {directory} holds a checkpoint of a different run (other data, genes or config); "
-            "use a new checkpoint_dir, or delete the old checkpoint to start over"
-        )
+        raise _different_run(directory)
     return payload
 
 
@@ -175,11 +172,15 @@ def load_selection(directory: Path, fingerprint: str) -> list[dict] | None:
     except (json.JSONDecodeError, KeyError, TypeError) as err:
         raise ValueError(f"{path} is damaged ({err}); delete it to choose the resolution again") from err
     if stored != fingerprint:
-        raise ValueError(
-            f"checkpoint_dir {directory} holds a checkpoint of a different run (other data, genes or config); "
-            "use a new checkpoint_dir, or delete the old checkpoint to start over"
-        )
+        raise _different_run(directory)
     return table
+
+
+def _different_run(directory: Path) -> ValueError:
+    return ValueError(
+        f"checkpoint_dir {directory} holds a checkpoint of a different run (other data, genes or config); "
+        "use a new checkpoint_dir, or delete the old checkpoint to start over"
+    )
 
 
 def remove_stale_temporaries(directory: Path) -> list[Path]:

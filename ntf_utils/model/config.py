@@ -206,9 +206,8 @@ def resolve_config(config: NTFConfig, sampling, has_sections: bool, n_genes: int
         cells[2] /= config.xy_cells_per_voxel
     if dims == 4 and config.time_scale is not None:
         cells[3] = config.time_scale
-    scale = config.resolution_scale
-    if config.finest_resolution is not None:
-        scale = 1.0  # the caller fixes the overall resolution; the data keeps deciding the anisotropy
+    # a fixed finest resolution sets the overall scale itself; the data keeps deciding the anisotropy
+    scale = config.resolution_scale if config.finest_resolution is None else 1.0
     cells[:3] /= scale
     cells = np.maximum(cells, 1.0)
     finest = float(cells.max() / CUBE_FILL)
