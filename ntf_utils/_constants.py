@@ -1,0 +1,46 @@
+"""Every AnnData key name the package reads or writes, in one place (as squidpy's ``Key``).
+
+Modules spell a key as ``Key.obsm.spatial_3d``, never as a string literal, so a renamed key changes
+here only. Everything the package writes to ``uns`` lives under one namespace, ``uns["ntf"]``, with
+one sub-key per producer (``Key.uns.alignment`` ...).
+"""
+
+from __future__ import annotations
+
+__all__ = ["Key"]
+
+
+class Key:
+    """AnnData key names, grouped by slot."""
+
+    class obs:
+        section = "section"
+        z = "z"
+        time = "time"
+        domain = "ntf_domain"
+        inside = "inside"
+        distance_to_data = "distance_to_data"
+
+    class obsm:
+        spatial = "spatial"
+        spatial_3d = "spatial_3d"
+        spatial_3d_true = "spatial_3d_true"
+        latent = "X_latent"
+        gradient = "ntf_gradient"
+
+    class layers:
+        counts = "counts"
+        lognorm = "lognorm"
+        truth = "truth"
+        mask = "ntf_mask"
+        denoised = "ntf"
+
+    class uns:
+        ntf = "ntf"  # the package's namespace: uns["ntf"][<sub-key>]
+        alignment = "alignment"
+        source = "source"
+        dataset = "dataset"
+        uncertainty = "uncertainty"
+        synthetic = "synthetic"
+        slab_sections = "slab_sections"
+        transform = "transform"
