@@ -107,8 +107,8 @@ def child(args) -> None:
 
     from ntf_utils import NTFConfig
     from ntf_utils.atlas import atlas_model, fit_atlas, open_atlas
-    from ntf_utils.atlas._fit_atlas import make_prepare
-    from ntf_utils.tl._fit import resolve_device
+    from ntf_utils.model._pipeline import resolve_device
+    from ntf_utils.model._sources import prepare_targets
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -116,9 +116,9 @@ def child(args) -> None:
     cuda = device.type == "cuda"
     steps = args.steps or (30 if args.quick else (500 if cuda else 200))
     batch = args.batch_size or (262_144 if cuda else 4096)
-    config = NTFConfig(batch_size=batch)
+    config = NTFConfig(training={"batch_size": batch})
     if not args.converge:
-        config = config.replace(steps=steps)
+        config = config.replace(training={"steps": steps})
     started = time.perf_counter()
     field = fit_atlas(
         args.child, normalize="log1p", config=config, device=device, progress=False,
@@ -131,8 +131,10 @@ def child(args) -> None:
     store = open_atlas(args.child)
     blocks = store.blocks()
     pick = np.random.default_rng(0).choice(len(blocks), min(12, len(blocks)), replace=False)
-    prepare = make_prepare(field.transform, field.config, {"mean": field.gene_mean, "std": field.gene_std,
-                                                            "target_sum": field.info["target_sum"]}, "log1p")
+    stats = {"mean": field.gene_mean, "std": field.gene_std, "target_sum": field.info["target_sum"]}
+
+    def prepare(coords, values, mask):
+        return prepare_targets(coords, values, mask, field.transform, "mse", stats, "log1p")
     t = time.perf_counter()
     rows = 0
     for i in pick:
@@ -142,14 +144,14 @@ def child(args) -> None:
     read_rate = rows / (time.perf_counter() - t)
     out = {
         "cells": store.n_obs, "genes": store.n_vars, "device": _device_label(device),
-        "steps": field.info["steps_run"], "batch_size": field.config.batch_size,
-        "plan_s": s["plan_s"], "train_s": s["train_seconds"], "wall_s": round(wall, 1),
+        "steps": field.info["steps_run"], "batch_size": field.config.training.batch_size,
+        "plan_s": s["plan_seconds"], "train_s": s["train_seconds"], "wall_s": round(wall, 1),
         "cells_per_s": s["cells_per_s"], "read_cells_per_s": round(read_rate),
-        "cells_per_cpu_s": round(field.info["steps_run"] * field.config.batch_size / max(s["train_cpu_seconds"], 1e-9)),
+        "cells_per_cpu_s": round(field.info["steps_run"] * field.config.training.batch_size / max(s["train_cpu_seconds"], 1e-9)),
         "peak_rss_gb": peak_rss_mb() / 1024,
         "buffer_mb": s["buffer_bytes"] / 1e6, "bound_mb": s["memory_bound_bytes"] / 1e6,
-        "blocks_loaded": s["blocks_loaded"], "finest_resolution": field.config.finest_resolution,
-        "log2_table": field.config.log2_hashmap_size, "loadavg": os.getloadavg()[0],
+        "blocks_loaded": s["blocks_loaded"], "finest_resolution": field.config.encoding.finest_resolution,
+        "log2_table": field.config.encoding.log2_hashmap_size, "loadavg": os.getloadavg()[0],
     }
     if cuda:
         out["peak_gpu_gb"] = torch.cuda.max_memory_allocated(device) / 1024**3
@@ -171,17 +173,17 @@ def compare_compile(args) -> None:
     import torch
 
     from ntf_utils.atlas import FastForward
-    from ntf_utils.model.config import NTFConfig
-    from ntf_utils.model.network import FieldNetwork
-    from ntf_utils.model.train import loss_fn, make_optimizer
-    from ntf_utils.tl._fit import resolve_device
+    from ntf_utils.model._config import NTFConfig
+    from ntf_utils.model._network import FieldNetwork
+    from ntf_utils.model._pipeline import resolve_device
+    from ntf_utils.model._train import loss_fn, make_optimizer
 
     if args.threads:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     batch = args.batch_size or (262_144 if device.type == "cuda" else 4096)
     # the resolved config of the 10^6-cell benchmark atlas
-    cfg = NTFConfig(base_resolution=6.3, finest_resolution=101.0, log2_hashmap_size=19, steps=100, batch_size=batch)
+    cfg = NTFConfig(encoding={"base_resolution": 6.3, "finest_resolution": 101.0, "log2_hashmap_size": 19}, training={"steps": 100, "batch_size": batch})
     net = FieldNetwork(cfg, 3, args.genes).to(device)
     opt = make_optimizer(net, cfg)
     u, y = torch.rand(batch, 3, device=device), torch.randn(batch, args.genes, device=device)

@@ -7,9 +7,9 @@
 Every row trains on the same in-memory data (random unit-cube cells, 200 genes) with the same batch
 size, MSE loss and fused Adam, and reports training cells per second (= batch * steps / seconds):
 
-* ``ntf field``: ``ntf_utils.model.network.FieldNetwork`` (hash grid 16 levels x 2 features,
+* ``ntf field``: ``ntf_utils.model._network.FieldNetwork`` (hash grid 16 levels x 2 features,
   2^19 table, base resolution 16, finest 2048 as in instant-ngp, MLP 2 x 64, latent 32, linear
-  decoder to 200 genes) trained by the package's own loop ``ntf_utils.model.train.train``
+  decoder to 200 genes) trained by the package's own loop ``ntf_utils.model._train.train``
   (minibatch gather, PSF jitter, learning-rate schedule, loss, backward, Adam: everything a step of
   ``tl.fit`` does except validation);
 * ``ntf field (torch.compile)``: the same with the forward pass compiled by ``torch.compile``
@@ -43,20 +43,16 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks import inr_baselines as ib  # noqa: E402
-from ntf_utils.model import train as train_mod  # noqa: E402
-from ntf_utils.model.config import NTFConfig  # noqa: E402
-from ntf_utils.model.network import FieldNetwork  # noqa: E402
+from ntf_utils.model import _train as train_mod  # noqa: E402
+from ntf_utils.model._config import NTFConfig  # noqa: E402
+from ntf_utils.model._network import FieldNetwork  # noqa: E402
 
 TARGET_CELLS_PER_S = 150_000
 
 
 def field_config(batch_size: int, steps: int) -> NTFConfig:
     """The configuration of the issue: 16 levels x 2 features, 2^19 table, 2 x 64 MLP."""
-    return NTFConfig(
-        n_levels=16, n_features_per_level=2, log2_hashmap_size=19, base_resolution=16.0,
-        finest_resolution=2048.0, hidden_width=64, hidden_layers=2, latent_dim=32,
-        steps=steps, batch_size=batch_size, psf_sigma=0.5, implementation="torch",
-    )
+    return NTFConfig(encoding={"n_levels": 16, "n_features_per_level": 2, "log2_hashmap_size": 19, "base_resolution": 16.0, "finest_resolution": 2048.0, "implementation": "torch"}, network={"hidden_width": 64, "hidden_layers": 2, "latent_dim": 32}, training={"steps": steps, "batch_size": batch_size, "psf_sigma": 0.5})
 
 
 def make_cells(n_cells: int, n_genes: int, seed: int = 0):
@@ -90,10 +86,10 @@ def bench_field(cells, n_genes: int, batch_size: int, steps: int, warmup: int, c
     kwargs = {"validation": None, "seed": 0, "device": torch.device("cpu"), "progress": False}
     if compiled:
         if "model" not in inspect.signature(train_mod.train).parameters:
-            raise RuntimeError("ntf_utils.model.train.train has no model= argument to pass a compiled module")
+            raise RuntimeError("ntf_utils.model._train.train has no model= argument to pass a compiled module")
         kwargs["model"] = torch.compile(network)
     tic = time.perf_counter()
-    train_mod.train(network, config.replace(steps=warmup), cells, **kwargs)  # warm-up (and compilation)
+    train_mod.train(network, config.replace(training={"steps": warmup}), cells, **kwargs)  # warm-up (and compilation)
     warm_seconds = time.perf_counter() - tic
     wall, cpu = _timed(lambda: train_mod.train(network, config, cells, **kwargs))
     return {"wall": wall, "cpu": cpu, "steps": steps, "warmup_seconds": warm_seconds,

@@ -4,15 +4,10 @@ Namespaces follow scanpy: :mod:`ntf_utils.pp` (preprocess), :mod:`ntf_utils.tl`
 (tools that compute), :mod:`ntf_utils.pl` (plots) and :mod:`ntf_utils.datasets`.
 """
 
-from importlib.metadata import PackageNotFoundError, version
+from . import datasets, pl, pp, tl
+from ._version import __version__
+from .model._config import NTFConfig
+from .model._field import NTFField
+from .model._volume import Volume
 
-try:
-    __version__ = version("ntf_utils")
-except PackageNotFoundError:  # running from a source tree without install
-    __version__ = "0.1.0"
-
-from . import datasets, pl, pp, tl  # noqa: E402
-from .model.config import NTFConfig  # noqa: E402
-from .model.field import NTFField  # noqa: E402
-
-__all__ = ["pp", "tl", "pl", "datasets", "NTFField", "NTFConfig", "__version__"]
+__all__ = ["pp", "tl", "pl", "datasets", "NTFField", "NTFConfig", "Volume", "__version__"]

@@ -5,23 +5,14 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-
-def get_matrix(adata, layer: str | None = None):
-    """``adata.X`` or ``adata.layers[layer]``, with a helpful ``KeyError`` for a missing layer."""
-    if layer is None:
-        if adata.X is None:
-            raise ValueError("adata.X is empty (None); put values in X or pass layer=... naming a layer")
-        return adata.X
-    if layer not in adata.layers:
-        raise KeyError(f"layer {layer!r} not found; available layers: {list(adata.layers.keys())} (or layer=None for X)")
-    return adata.layers[layer]
-
-
-def to_dense_float32(matrix) -> np.ndarray:
-    """Dense float32 copy of a dense or scipy-sparse matrix."""
-    if sp.issparse(matrix):
-        return matrix.toarray().astype(np.float32, copy=False)
-    return np.asarray(matrix, dtype=np.float32)
+__all__ = [
+    "check_finite_values",
+    "check_nonnegative_counts",
+    "check_coords",
+    "check_positive_int",
+    "check_number",
+    "check_box",
+]
 
 
 def check_finite_values(matrix, what: str) -> None:
@@ -40,14 +31,6 @@ def check_nonnegative_counts(matrix, what: str) -> None:
             f"{what} has negative values (min {data.min():.3g}) but a count loss (poisson/nb) needs raw "
             "non-negative counts; pass the raw counts layer, or use loss='mse' for normalised values"
         )
-
-
-def get_coords(adata, key: str, n_cols: int | tuple[int, ...] = (3, 4)) -> np.ndarray:
-    """``adata.obsm[key]`` as float64, checked for shape and finiteness."""
-    if key not in adata.obsm:
-        hint = " Run ntf_utils.pp.stack_sections first to build it." if key == "spatial_3d" else ""
-        raise KeyError(f"obsm[{key!r}] not found; available obsm keys: {list(adata.obsm.keys())}.{hint}")
-    return check_coords(adata.obsm[key], f"obsm[{key!r}]", n_cols)
 
 
 def check_coords(coords, what: str, n_cols: int | tuple[int, ...] = (3, 4)) -> np.ndarray:

@@ -76,4 +76,4 @@ def embryo_field(embryo):
     """A short fit (200 steps, batch 1024) of :func:`embryo`, shared by the domain and gradient tests."""
     from ntf_utils import NTFConfig, tl
 
-    return tl.fit(embryo, layer="lognorm", config=NTFConfig(steps=200, batch_size=1024), progress=False)
+    return tl.fit(embryo, layer="lognorm", config=NTFConfig(training={"steps": 200, "batch_size": 1024}), progress=False)

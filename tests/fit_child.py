@@ -38,8 +38,8 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)  # explicit: results must not depend on the machine's default
     import ntf_utils
-    import ntf_utils.model.checkpoint as ckpt
-    import ntf_utils.model.train as train_module
+    import ntf_utils.model._checkpoint as ckpt
+    import ntf_utils.model._train as train_module
     from ntf_utils import NTFConfig, pp, tl
     from ntf_utils.datasets import synthetic_embryo
 
@@ -83,7 +83,7 @@ def main() -> None:
 
     adata = synthetic_embryo(n_sections=5, cells_per_section=60, n_genes=5, seed=2)
     pp.log_normalize(adata, layer="counts")
-    config = NTFConfig(steps=args.steps, batch_size=128, eval_every=10, checkpoint_every=5)
+    config = NTFConfig(training={"steps": args.steps, "batch_size": 128, "eval_every": 10, "checkpoint_every": 5})
     field = tl.fit(
         adata, layer="lognorm", config=config, seed=args.seed, device="cpu", progress=False,
         checkpoint_dir=args.checkpoint,

@@ -69,7 +69,7 @@ def fits() -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         store = write_synthetic_atlas(Path(tmp) / "atlas.zarr", 3000, 12, n_sections=8, chunk_cells=500,
                                       n_organs=3, seed=2)
-        config = NTFConfig(steps=40, batch_size=256, eval_every=20)
+        config = NTFConfig(training={"steps": 40, "batch_size": 256, "eval_every": 20})
         out["streamed"] = _fingerprint(fit_atlas(store, normalize="log1p", config=config, **common))
     return out
 

@@ -25,9 +25,9 @@ from ntf_utils.atlas import (
     render_to_zarr,
     write_synthetic_atlas,
 )
-from ntf_utils.model.network import FieldNetwork
+from ntf_utils.model._network import FieldNetwork
 
-QUICK = NTFConfig(steps=300, batch_size=512, eval_every=50)
+QUICK = NTFConfig(training={"steps": 300, "batch_size": 512, "eval_every": 50})
 
 
 @pytest.fixture(autouse=True)
@@ -173,10 +173,10 @@ def test_streaming_fit_matches_in_memory_fit(streamed, adata, store):
     stats_target = float(np.median(np.asarray(adata.X).sum(1)))
     assert streamed.info["target_sum"] == pytest.approx(stats_target)
     # fit_atlas applies the sampling rule as it is (no resolution selection): compare like with like
-    in_memory = tl.fit(adata, layer="lognorm", config=QUICK.replace(select_resolution=False), device="cpu",
+    in_memory = tl.fit(adata, layer="lognorm", config=QUICK.replace(selection={"enabled": False}), device="cpu",
                        progress=False)
     # the same data-driven resolution and transform
-    assert streamed.config.finest_resolution == pytest.approx(in_memory.config.finest_resolution, rel=0.1)
+    assert streamed.config.encoding.finest_resolution == pytest.approx(in_memory.config.encoding.finest_resolution, rel=0.1)
     np.testing.assert_allclose(streamed.bounds, in_memory.bounds)
     np.testing.assert_allclose(streamed.gene_mean, in_memory.gene_mean, atol=0.02)
     stream_score, memory_score = _truth_score(streamed, store), _truth_score(in_memory, store)
@@ -187,7 +187,7 @@ def test_streaming_fit_matches_in_memory_fit(streamed, adata, store):
 
 
 def test_streaming_fit_is_deterministic_and_saves(store, tmp_path):
-    cfg = QUICK.replace(steps=20, eval_every=10)
+    cfg = QUICK.replace(training={"steps": 20, "eval_every": 10})
     kw = dict(normalize="log1p", config=cfg, device="cpu", progress=False, cache_bytes=1e5)
     a, b = fit_atlas(store, **kw), fit_atlas(store, **kw)
     for (name, p), q in zip(a.network.state_dict().items(), b.network.state_dict().values()):
@@ -206,6 +206,10 @@ def test_fit_atlas_bad_input(store):
         fit_atlas(store, normalize="log2", config=QUICK, progress=False)
     with pytest.raises(ValueError, match="raw counts"):
         fit_atlas(store, normalize="log1p", loss="poisson", config=QUICK, progress=False)
+    with pytest.raises(ValueError, match="does not select the grid resolution"):
+        fit_atlas(store, normalize="log1p", config=QUICK.replace(selection={"enabled": True}), progress=False)
+    with pytest.raises(TypeError, match="streaming options"):
+        fit_atlas(store, normalize="log1p", config=QUICK, progress=False, cache_megabytes=8)
 
 
 def test_cells_without_a_section_are_kept(adata, tmp_path):
@@ -215,15 +219,15 @@ def test_cells_without_a_section_are_kept(adata, tmp_path):
     a.obs.loc[a.obs_names[:40], "section"] = np.nan
     a.obs["section"] = a.obs["section"].astype("category")
     a.write_zarr(tmp_path / "nan.zarr", chunks=(300, 24))
-    f = fit_atlas(tmp_path / "nan.zarr", config=QUICK.replace(steps=10), device="cpu", progress=False,
+    f = fit_atlas(tmp_path / "nan.zarr", config=QUICK.replace(training={"steps": 10}), device="cpu", progress=False,
                   validation=False)
     assert f.info["n_cells"] == 1500 and np.isfinite(f.predict(a.obsm["spatial_3d"][:5])).all()
 
 
 def test_count_loss_streams(store):
-    f = fit_atlas(store, loss="poisson", config=QUICK.replace(steps=30), device="cpu", progress=False,
+    f = fit_atlas(store, loss="poisson", config=QUICK.replace(training={"steps": 30}), device="cpu", progress=False,
                   validation=False)
-    assert f.config.loss == "poisson" and f.history["loss"].iloc[-5:].mean() < f.history["loss"].iloc[:5].mean()
+    assert f.config.training.loss == "poisson" and f.history["loss"].iloc[-5:].mean() < f.history["loss"].iloc[:5].mean()
     assert (f.predict(np.zeros((3, 3))) > 0).all()
 
 
@@ -232,7 +236,7 @@ def test_peak_memory_is_bounded_by_the_cache_not_the_store(tmp_path):
     path = write_synthetic_atlas(tmp_path / "big.zarr", 60_000, 100, n_sections=12, chunk_cells=1000, n_organs=2)
     data_bytes = 60_000 * 100 * 4  # X as float32: 24 MB
     cache = 2e6
-    cfg = NTFConfig(steps=40, batch_size=256, eval_every=20)
+    cfg = NTFConfig(training={"steps": 40, "batch_size": 256, "eval_every": 20})
     tracemalloc.start()
     try:
         f = fit_atlas(path, normalize="log1p", config=cfg, device="cpu", progress=False, cache_bytes=cache,
@@ -292,8 +296,7 @@ def test_render_to_zarr_reads_with_ome_zarr(streamed, tmp_path):
 
 # -- compiled / mixed-precision forward ----------------------------------------------------------
 def _tiny_network():
-    cfg = NTFConfig(base_resolution=2.0, finest_resolution=24.0, log2_hashmap_size=12, n_levels=4,
-                    hidden_width=16, latent_dim=8)
+    cfg = NTFConfig(encoding={"base_resolution": 2.0, "finest_resolution": 24.0, "log2_hashmap_size": 12, "n_levels": 4}, network={"hidden_width": 16, "latent_dim": 8})
     torch.manual_seed(0)
     return FieldNetwork(cfg, 3, 10)
 

@@ -1,5 +1,7 @@
 """tl.fit and NTFField: training, queries, persistence, resume, determinism and bad input."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -7,7 +9,7 @@ import torch
 from ntf_utils import NTFConfig, NTFField, pp, tl
 from ntf_utils.datasets import synthetic_embryo
 
-QUICK = NTFConfig(steps=150, batch_size=1024, eval_every=50, checkpoint_every=50)
+QUICK = NTFConfig(training={"steps": 150, "batch_size": 1024, "eval_every": 50, "checkpoint_every": 50})
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +30,7 @@ def test_fit_learns_and_does_not_touch_input(small):
     assert f.history["loss"].iloc[-10:].mean() < 0.6 * f.history["loss"].iloc[:10].mean()
     assert set(small.layers.keys()) == set(before.layers.keys())
     np.testing.assert_array_equal(small.obsm["spatial_3d"], before.obsm["spatial_3d"])
-    assert f.config.finest_resolution is not None and f.config.steps == 150
+    assert f.config.encoding.finest_resolution is not None and f.config.training.steps == 150
 
 
 def test_predict_shapes_gene_subsets_and_units(field, small):
@@ -111,7 +113,7 @@ def test_same_seed_same_model_bitwise(small):
 
 def test_resume_from_checkpoint_continues_the_same_run(small, tmp_path, monkeypatch):
     full = tl.fit(small, layer="lognorm", config=QUICK, seed=1, progress=False)
-    import ntf_utils.model.train as train_module
+    import ntf_utils.model._train as train_module
 
     real_lr_at = train_module.lr_at
 
@@ -165,7 +167,7 @@ def test_fit_bad_input_is_explained(small, mutate, kwargs, err, match):
     mutate(adata)
     kwargs = {"layer": "lognorm", **kwargs}
     with pytest.raises(err, match=match):
-        tl.fit(adata, config=QUICK.replace(steps=2), progress=False, **kwargs)
+        tl.fit(adata, config=QUICK.replace(training={"steps": 2}), progress=False, **kwargs)
 
 
 @pytest.mark.parametrize("cells_per_section", [500, 20_000])
@@ -175,7 +177,7 @@ def test_in_plane_spacing_is_measured_at_the_full_density(cells_per_section):
     Uniform random cells on a 1000 x 1000 square: the median nearest-neighbour distance of a Poisson
     pattern is ``sqrt(ln 2 / pi) / sqrt(density)``.
     """
-    from ntf_utils.model.coords import measure_sampling
+    from ntf_utils.model._coords import measure_sampling
 
     rng = np.random.default_rng(0)
     n = cells_per_section
@@ -217,3 +219,42 @@ def test_tissue_support_follows_time(tmp_path):
     early = field.render(16, genes=[adata.var_names[0]], time=first).mask.sum()
     late = field.render(16, genes=[adata.var_names[0]], time=last).mask.sum()
     assert early < late
+
+
+def test_a_field_saved_with_the_flat_config_of_version_0_1_still_loads(field, small, tmp_path):
+    """Files written before the config was split into parts (format 1: one flat dict) load unchanged."""
+    from ntf_utils.model import _checkpoint as ckpt
+
+    parts = field.config.to_dict()
+    flat = {**parts["encoding"], **parts["network"], **parts["training"], "extra": {},
+            "select_resolution": True, "resolution_candidates": parts["selection"]["candidates"]}
+    tensors = {f"network.{k}": v for k, v in field.network.state_dict().items()}
+    tensors.update(gene_mean=torch.from_numpy(field.gene_mean), gene_std=torch.from_numpy(field.gene_std),
+                   support=torch.from_numpy(field.support))
+    metadata = {"config": flat, "transform": field.transform.to_dict(), "genes": field.genes,
+                "n_input_dims": field.n_input_dims, "history": field.history.to_dict(orient="list"),
+                "info": field.info}
+    ckpt.save_field_file(tmp_path / "old.ntf", tensors, metadata)
+    loaded = NTFField.load(tmp_path / "old.ntf")
+    assert loaded.config.encoding == field.config.encoding and loaded.config.training == field.config.training
+    assert loaded.config.selection.enabled is True
+    coords = small.obsm["spatial_3d"]
+    np.testing.assert_array_equal(loaded.predict(coords), field.predict(coords))
+    with pytest.raises(ValueError, match="unknown NTFConfig field 'bogus'"):
+        NTFConfig.from_dict({**flat, "bogus": 1})
+
+
+def test_config_parts_round_trip_and_explain_bad_values():
+    config = NTFConfig(encoding={"n_levels": 12}, training={"steps": 300, "loss": "nb"})
+    assert config.encoding.n_levels == 12 and config.encoding.n_features_per_level == 2
+    assert NTFConfig.from_dict(json.loads(config.to_json())) == config
+    changed = config.replace(training={"lr": 3e-3})
+    assert changed.training.lr == 3e-3 and changed.training.steps == 300 and config.training.lr == 1e-2
+    for bad in ({"training": {"steps": 2.5}}, {"training": {"steps": "300"}}, {"training": {"steps": True}},
+                {"network": {"latent_dim": 0}}, {"training": {"loss": "l1"}}):
+        with pytest.raises(ValueError):
+            NTFConfig(**bad)
+    with pytest.raises(TypeError, match="parts"):
+        config.replace(steps=3)
+    with pytest.raises(ValueError, match="newer"):
+        NTFConfig.from_dict({"format": 99})

@@ -11,7 +11,6 @@ import json
 
 import numpy as np
 import pytest
-
 from fit_identity import REFERENCE, fits, machine
 
 

@@ -25,7 +25,7 @@ import torch
 
 from ntf_utils import NTFConfig, NTFField, pp, tl
 from ntf_utils.datasets import synthetic_embryo
-from ntf_utils.model import checkpoint as ckpt
+from ntf_utils.model import _checkpoint as ckpt
 
 CHILD = Path(__file__).with_name("fit_child.py")
 STEPS = 60
@@ -135,7 +135,7 @@ def test_same_seed_is_bitwise_identical_across_processes(tmp_path, reference):
 def small_fit(tmp_path_factory):
     adata = synthetic_embryo(n_sections=3, cells_per_section=40, n_genes=3, seed=0)
     pp.log_normalize(adata, layer="counts")
-    field = tl.fit(adata, layer="lognorm", config=NTFConfig(steps=5, batch_size=64), progress=False, device="cpu")
+    field = tl.fit(adata, layer="lognorm", config=NTFConfig(training={"steps": 5, "batch_size": 64}), progress=False, device="cpu")
     return adata, field
 
 
@@ -188,7 +188,7 @@ def test_malicious_pickles_are_never_executed(small_fit, tmp_path):
         ck.mkdir()
         writer(ck / ckpt.TRAINING_CHECKPOINT)
         with pytest.raises(ValueError, match="cannot be read"):
-            tl.fit(adata, layer="lognorm", config=NTFConfig(steps=3, batch_size=64), progress=False,
+            tl.fit(adata, layer="lognorm", config=NTFConfig(training={"steps": 3, "batch_size": 64}), progress=False,
                    checkpoint_dir=ck)
     # and as a saved field
     (tmp_path / "f.ntf").write_bytes(evil)
@@ -199,7 +199,7 @@ def test_malicious_pickles_are_never_executed(small_fit, tmp_path):
 
 def test_checkpoint_of_another_run_is_an_error_and_a_missing_note_is_not(small_fit, tmp_path):
     adata, _ = small_fit
-    config = NTFConfig(steps=6, batch_size=64, checkpoint_every=3)
+    config = NTFConfig(training={"steps": 6, "batch_size": 64, "checkpoint_every": 3})
     ck = tmp_path / "ck"
     first = tl.fit(adata, layer="lognorm", config=config, progress=False, checkpoint_dir=ck, seed=1)
     # a kill between the checkpoint and its JSON note leaves no note: still the same run
@@ -208,7 +208,7 @@ def test_checkpoint_of_another_run_is_an_error_and_a_missing_note_is_not(small_f
     coords = adata.obsm["spatial_3d"]
     np.testing.assert_array_equal(again.predict(coords), first.predict(coords))
     with pytest.raises(ValueError, match="different run"):
-        tl.fit(adata, layer="lognorm", config=config.replace(steps=7), progress=False, checkpoint_dir=ck, seed=1)
+        tl.fit(adata, layer="lognorm", config=config.replace(training={"steps": 7}), progress=False, checkpoint_dir=ck, seed=1)
 
 
 def test_saved_files_are_readable_like_plain_files(small_fit, tmp_path):

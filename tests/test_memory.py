@@ -24,7 +24,7 @@ def field():
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     adata = synthetic_embryo(n_sections=3, cells_per_section=40, n_genes=3, seed=0)
-    yield tl.fit(adata, config=NTFConfig(steps=3, batch_size=64), progress=False, device="cpu")
+    yield tl.fit(adata, config=NTFConfig(training={"steps": 3, "batch_size": 64}), progress=False, device="cpu")
     torch.set_num_threads(threads)
 
 

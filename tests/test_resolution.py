@@ -5,14 +5,13 @@ import json
 import numpy as np
 import pytest
 
-import ntf_utils.tl._fit as fit_module
 from ntf_utils import NTFConfig, NTFField, pp, tl
 from ntf_utils.datasets import synthetic_embryo
-from ntf_utils.model.config import resolve_config
-from ntf_utils.model.coords import measure_sampling
+from ntf_utils.model._config import resolve_config
+from ntf_utils.model._coords import measure_sampling
 from ntf_utils.tl._resolution import applies, heldout_sections
 
-QUICK = NTFConfig(steps=120, batch_size=512, eval_every=40)
+QUICK = NTFConfig(training={"steps": 120, "batch_size": 512, "eval_every": 40})
 
 
 @pytest.fixture(scope="module")
@@ -29,14 +28,14 @@ def _resolved(adata, config):
 
 def test_resolution_scale_coarsens_the_grid_but_not_the_transform(small):
     fine, fine_transform = _resolved(small, NTFConfig())
-    coarse, coarse_transform = _resolved(small, NTFConfig(resolution_scale=4.0))
-    assert coarse.finest_resolution == pytest.approx(fine.finest_resolution / 4)
+    coarse, coarse_transform = _resolved(small, NTFConfig(encoding={"resolution_scale": 4.0}))
+    assert coarse.encoding.finest_resolution == pytest.approx(fine.encoding.finest_resolution / 4)
     # the tissue support is measured in cells of the sampling rule, whatever the grid
-    assert coarse.support_resolution == pytest.approx(fine.support_resolution)
+    assert coarse.encoding.support_resolution == pytest.approx(fine.encoding.support_resolution)
     np.testing.assert_allclose(coarse_transform.scale, fine_transform.scale)
     # with a fixed finest resolution the scale has nothing to act on
-    fixed, _ = _resolved(small, NTFConfig(finest_resolution=20.0, resolution_scale=4.0))
-    assert fixed.finest_resolution == 20.0 and fixed.resolution_scale == 1.0
+    fixed, _ = _resolved(small, NTFConfig(encoding={"finest_resolution": 20.0, "resolution_scale": 4.0}))
+    assert fixed.encoding.finest_resolution == 20.0 and fixed.encoding.resolution_scale == 1.0
 
 
 def test_heldout_sections_are_every_third_interior_section_by_z(small):
@@ -48,54 +47,47 @@ def test_heldout_sections_are_every_third_interior_section_by_z(small):
 
 def test_when_the_selection_applies(small):
     assert applies(NTFConfig(), small, None)
-    assert not applies(NTFConfig(select_resolution=False), small, None)
-    assert not applies(NTFConfig(finest_resolution=30.0), small, None)
-    assert not applies(NTFConfig(resolution_candidates=[[2.0, 0.1]]), small, None)
+    assert not applies(NTFConfig(selection={"enabled": False}), small, None)
+    assert not applies(NTFConfig(encoding={"finest_resolution": 30.0}), small, None)
+    assert not applies(NTFConfig(selection={"candidates": [[2.0, 0.1]]}), small, None)
     assert not applies(NTFConfig(), small, "stage")
     two = small[small.obs["section"].isin(small.obs["section"].cat.categories[:2])]
     assert not applies(NTFConfig(), two, None)
 
 
-def test_selection_keeps_the_lowest_heldout_loss_and_refits_on_all_cells(small, monkeypatch):
-    calls = []
-    real = fit_module.fit_fixed
-
-    def counting(adata, config, **kw):
-        calls.append((adata.n_obs, config.resolution_scale, kw["validation"] is not None))
-        return real(adata, config, **kw)
-
-    monkeypatch.setattr(fit_module, "fit_fixed", counting)
+def test_selection_keeps_the_lowest_heldout_loss_and_refits_on_all_cells(small):
     field = tl.fit(small, layer="lognorm", config=QUICK, progress=False)
     table = field.info["resolution_selection"]
     assert [row["resolution_scale"] for row in table] == [1.0, 4.0]
     losses = [row["validation_loss"] for row in table]
     winner = table[int(np.argmin(losses))]
     assert [row["chosen"] for row in table].count(True) == 1 and winner["chosen"]
-    assert field.config.resolution_scale == winner["resolution_scale"]
-    assert field.config.psf_sigma == winner["psf_sigma"]
+    assert field.config.encoding.resolution_scale == winner["resolution_scale"]
+    assert field.config.training.psf_sigma == winner["psf_sigma"]
     # two candidates on the training sections minus the held-out ones, then the winner on all cells
     held = small.obs["section"].astype(str).isin(heldout_sections(small, "spatial_3d")).sum()
-    assert [c[0] for c in calls] == [small.n_obs - held, small.n_obs - held, small.n_obs]
+    phases = field.info["phases"]
+    assert [p["phase"] for p in phases] == ["candidate 1/2", "candidate 2/2", "final fit"]
+    assert [p["n_cells"] for p in phases] == [small.n_obs - held, small.n_obs - held, small.n_obs]
+    assert all(p["steps_run"] > 0 and p["seconds"] > 0 for p in phases)
+    assert field.info["total_seconds"] == pytest.approx(sum(p["seconds"] for p in phases), abs=1e-2)
     assert field.info["n_cells"] == small.n_obs
 
 
-def test_given_validation_sections_are_used_and_the_winner_is_not_refitted(small, monkeypatch):
+def test_given_validation_sections_are_used_and_the_winner_is_not_refitted(small):
     names = list(small.obs["section"].cat.categories)
     train, test = pp.split_sections(small, holdout=names[2::4])
-    calls = []
-    real = fit_module.fit_fixed
-    monkeypatch.setattr(fit_module, "fit_fixed", lambda a, c, **kw: calls.append(a.n_obs) or real(a, c, **kw))
     field = tl.fit(train, layer="lognorm", config=QUICK, validation=test, progress=False)
-    assert calls == [train.n_obs, train.n_obs]
+    assert [p["n_cells"] for p in field.info["phases"]] == [train.n_obs, train.n_obs]
     chosen = next(row for row in field.info["resolution_selection"] if row["chosen"])
     assert field.info["best_validation_loss"] == pytest.approx(chosen["validation_loss"])
 
 
 def test_coarse_grid_keeps_the_same_tissue_support(small):
-    base = QUICK.replace(select_resolution=False)
+    base = QUICK.replace(selection={"enabled": False})
     fine = tl.fit(small, layer="lognorm", config=base, progress=False)
-    coarse = tl.fit(small, layer="lognorm", config=base.replace(resolution_scale=4.0, psf_sigma=0.0), progress=False)
-    assert coarse.config.finest_resolution < fine.config.finest_resolution / 3
+    coarse = tl.fit(small, layer="lognorm", config=base.replace(encoding={"resolution_scale": 4.0}, training={"psf_sigma": 0.0}), progress=False)
+    assert coarse.config.encoding.finest_resolution < fine.config.encoding.finest_resolution / 3
     rng = np.random.default_rng(0)
     lo, hi = small.obsm["spatial_3d"].min(0), small.obsm["spatial_3d"].max(0)
     query = rng.uniform(lo - 0.3 * (hi - lo), hi + 0.3 * (hi - lo), size=(3000, 3))
@@ -113,12 +105,12 @@ def test_selection_survives_save_and_load(small, tmp_path):
 
 @pytest.mark.parametrize("candidates", [[], [[0.0, 0.5]], [[1.0, -0.1]], [[1.0]]])
 def test_bad_candidates_are_explained(candidates):
-    with pytest.raises(ValueError, match="resolution_candidates"):
-        NTFConfig(resolution_candidates=candidates)
+    with pytest.raises(ValueError, match="candidates"):
+        NTFConfig(selection={"candidates": candidates})
 
 
 def test_candidates_round_trip_through_json():
-    config = NTFConfig(resolution_candidates=[(1, 0.5), (2, 0.25), (4, 0)])
+    config = NTFConfig(selection={"candidates": [(1, 0.5), (2, 0.25), (4, 0)]})
     assert NTFConfig.from_dict(json.loads(config.to_json())) == config
     with pytest.raises(ValueError, match="resolution_scale"):
-        NTFConfig(resolution_scale=0)
+        NTFConfig(encoding={"resolution_scale": 0})

@@ -9,24 +9,27 @@
   with ``torchrun`` it trains with DistributedDataParallel (:mod:`ntf_utils.atlas.train_ddp`).
 * :func:`render_to_zarr` (also ``ntf_utils.tl.render_to_zarr``): dense volumes of any size,
   rendered chunk by chunk into an OME-Zarr image that napari opens.
+* :class:`StoreSource` / :class:`StreamingOptions`: a store as the fit pipeline's cell source.
 * :class:`FastForward`: ``torch.compile`` and mixed precision for the training forward pass.
 
 See ``docs/scale.md`` for the design, the memory bound and measured numbers.
 """
 
-from ._compiled import FastForward, accelerated_model, compile_available
-from ._fit_atlas import AtlasPlan, fit_atlas, plan_atlas_fit
+from ..model._accelerate import FastForward, accelerated_model, compile_available
+from ._fit_atlas import fit_atlas
 from ._render_zarr import render_to_zarr
 from ._store import AtlasStore, open_atlas
+from ._store_source import StoreSource, StreamingOptions
 from ._streaming import StreamingCells, memory_bound
 from ._synthetic_atlas import AtlasModel, atlas_model, default_n_sections, write_synthetic_atlas
 
 __all__ = [
     "AtlasModel",
-    "AtlasPlan",
     "AtlasStore",
     "FastForward",
+    "StoreSource",
     "StreamingCells",
+    "StreamingOptions",
     "accelerated_model",
     "atlas_model",
     "compile_available",
@@ -34,7 +37,6 @@ __all__ = [
     "fit_atlas",
     "memory_bound",
     "open_atlas",
-    "plan_atlas_fit",
     "render_to_zarr",
     "write_synthetic_atlas",
 ]

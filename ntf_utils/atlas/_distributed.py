@@ -39,6 +39,8 @@ from pathlib import Path
 
 import torch
 
+from .._constants import Key
+
 __all__ = ["main", "parameter_checksum"]
 
 
@@ -59,8 +61,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("store", help="AnnData zarr store or .h5ad file")
     p.add_argument("--out", required=True, help="where rank 0 saves the field (.safetensors)")
     p.add_argument("--layer", default=None)
-    p.add_argument("--spatial-key", default="spatial_3d")
-    p.add_argument("--section-key", default="section")
+    p.add_argument("--spatial-key", default=Key.obsm.spatial_3d)
+    p.add_argument("--section-key", default=Key.obs.section)
     p.add_argument("--normalize", choices=["log1p"], default=None, help="stored values are counts: log1p-normalise")
     p.add_argument("--loss", choices=["mse", "poisson", "nb"], default=None)
     p.add_argument("--steps", type=int, default=None)
@@ -84,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m ntf_utils.atlas.train_ddp`` (under ``torchrun`` or alone)."""
     import torch.distributed as dist
 
-    from ..model.config import NTFConfig
+    from ..model._config import NTFConfig
     from ._fit_atlas import fit_atlas
 
     args = _parser().parse_args(argv)

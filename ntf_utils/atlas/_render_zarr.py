@@ -96,7 +96,7 @@ def render_to_zarr(
     Parameters
     ----------
     field
-        A trained :class:`~ntf_utils.model.field.NTFField`.
+        A trained :class:`~ntf_utils.model._field.NTFField`.
     path
         Output directory (``*.zarr``).
     shape
@@ -155,104 +155,22 @@ def render_to_zarr(
     gene_list = [field.genes[i] for i in index]
     cxyz = tuple(int(max(1, min(c, n))) for c, n in zip(chunks, nxyz))
     axes = [np.linspace(lo, hi, n) for (lo, hi), n in zip(box, nxyz)]
-    spacing = [(a[1] - a[0]) if len(a) > 1 else 1.0 for a in axes]
-
-    # level shapes in (z, y, x) order
-    shapes = [tuple(reversed(nxyz))]
-    if n_levels is None:
-        while max(shapes[-1]) > 64 and len(shapes) < 6:
-            shapes.append(_downsample_shape(shapes[-1]))
-    else:
-        for _ in range(max(1, int(n_levels)) - 1):
-            shapes.append(_downsample_shape(shapes[-1]))
-    levels = len(shapes)
-    czyx = tuple(reversed(cxyz))
-    scales, origins = [], []
-    for level in range(levels):
-        factor = [shapes[0][k] / shapes[level][k] for k in range(3)]
-        step = [spacing[2 - k] * factor[k] for k in range(3)]  # (z, y, x)
-        first = [axes[2 - k][0] + (factor[k] - 1) * spacing[2 - k] / 2 for k in range(3)]
-        scales.append(step)
-        origins.append(first)
+    shapes = _level_shapes(tuple(reversed(nxyz)), n_levels)
+    scales, origins = _level_transforms(shapes, axes)
 
     root = zarr.open_group(str(path), mode="w", zarr_format=2)
-    g = len(gene_list)
-    arrays = [_array(root, str(lv), (g, *shapes[lv]), (1, *[min(c, s) for c, s in zip(czyx, shapes[lv])]),
-                     dtype, np.nan) for lv in range(levels)]
-    labels = None
-    if mask:
-        label_root = root.create_group("labels")
-        label_root.attrs["labels"] = ["tissue"]
-        tissue = label_root.create_group("tissue")
-        labels = [_array(tissue, str(lv), shapes[lv], tuple(min(c, s) for c, s in zip(czyx, shapes[lv])), "uint8", 0)
-                  for lv in range(levels)]
-        tissue.attrs.update({
-            "multiscales": _multiscales("tissue", ("z", "y", "x"), scales, origins, levels, channel=False),
-            "image-label": {"version": NGFF_VERSION, "colors": [{"label-value": 1, "rgba": [255, 255, 255, 128]}],
-                            "source": {"image": "../../"}},
-        })
-
-    # level 0: one spatial chunk at a time, genes in groups that fit max_block_bytes
-    blocks = list(product(*[range(0, n, c) for n, c in zip(nxyz, cxyz)]))
-    voxels = int(np.prod(cxyz))
-    group = max(1, int(max_block_bytes // (voxels * 4)))
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=len(blocks), desc="rendering", unit="chunk")
-    w = field.network.decoder.weight
-    lows, highs = np.full(g, np.inf), np.full(g, -np.inf)
-    for x0, y0, z0 in blocks:
-        sl = [slice(s, min(s + c, n)) for s, c, n in zip((x0, y0, z0), cxyz, nxyz)]
-        sub = [a[s] for a, s in zip(axes, sl)]
-        grid = np.meshgrid(*sub, indexing="ij")
-        coords = np.stack([q.ravel() for q in grid], axis=1)
-        if time is not None or field.n_input_dims == 4:
-            coords = field._prepare_coords(coords, time)
-        latent = torch.from_numpy(field.latent(coords, batch_size=batch_size)).to(w.device)
-        inside = field.inside(coords) if (mask or outside_value is not None) else None
-        bshape = tuple(len(a) for a in sub)
-        target = (slice(None), sl[2], sl[1], sl[0])
-        for g0 in range(0, g, group):
-            gi = torch.as_tensor(index[g0 : g0 + group], device=w.device)
-            with torch.no_grad():
-                vals = np.concatenate([
-                    field._output_to_values(field.network.decode(latent[s : s + batch_size], gi), gi).cpu().numpy()
-                    for s in range(0, len(latent), batch_size)])
-            if outside_value is not None:
-                vals[~inside] = outside_value
-            lows[g0 : g0 + len(gi)] = np.minimum(lows[g0 : g0 + len(gi)], np.nanmin(vals, axis=0))
-            highs[g0 : g0 + len(gi)] = np.maximum(highs[g0 : g0 + len(gi)], np.nanmax(vals, axis=0))
-            vol = vals.T.reshape(len(gi), *bshape).transpose(0, 3, 2, 1)  # (genes, z, y, x)
-            arrays[0][(slice(g0, g0 + len(gi)), *target[1:])] = vol.astype(dtype)
-        if labels is not None:
-            labels[0][target[1:]] = inside.reshape(bshape).T.astype(np.uint8)
-        if bar is not None:
-            bar.update(1)
-    if bar is not None:
-        bar.close()
-
-    # the pyramid, each level from the one below, chunk by chunk
-    for level in range(1, levels):
-        prev, cur = shapes[level - 1], shapes[level]
-        factors = [1 if p == 1 else 2 for p in prev]
-        cz = [min(c, s) for c, s in zip(czyx, cur)]
-        for start in product(*[range(0, s, c) for s, c in zip(cur, cz)]):
-            out_sl = tuple(slice(s, min(s + c, n)) for s, c, n in zip(start, cz, cur))
-            in_sl = tuple(slice(o.start * f, min(o.stop * f, p)) for o, f, p in zip(out_sl, factors, prev))
-            for g0 in range(0, g, group):
-                block = arrays[level - 1][(slice(g0, g0 + group), *in_sl)]
-                pooled = _pool(block.astype(np.float32), factors, "mean")
-                want = tuple(s.stop - s.start for s in out_sl)
-                arrays[level][(slice(g0, g0 + group), *out_sl)] = pooled[:, : want[0], : want[1], : want[2]].astype(dtype)
-            if labels is not None:
-                block = labels[level - 1][in_sl]
-                pooled = _pool(block, factors, "max")
-                labels[level][out_sl] = pooled[: want[0], : want[1], : want[2]]
+    czyx = tuple(reversed(cxyz))
+    arrays = [_array(root, str(lv), (len(gene_list), *shape), (1, *[min(c, s) for c, s in zip(czyx, shape)]),
+                     dtype, np.nan) for lv, shape in enumerate(shapes)]
+    labels = _tissue_labels(root, shapes, czyx, scales, origins) if mask else None
+    group = max(1, int(max_block_bytes // (int(np.prod(cxyz)) * 4)))  # genes per block under max_block_bytes
+    lows, highs = _render_level0(field, arrays[0], None if labels is None else labels[0], index, axes, cxyz,
+                                 group=group, time=time, dtype=dtype, outside_value=outside_value,
+                                 batch_size=batch_size, progress=progress)
+    _build_pyramid(arrays, labels, shapes, czyx, group, dtype)
 
     root.attrs.update({
-        "multiscales": _multiscales("ntf_field", ("z", "y", "x"), scales, origins, levels, channel=True),
+        "multiscales": _multiscales("ntf_field", ("z", "y", "x"), scales, origins, len(shapes), channel=True),
         "omero": {"name": "ntf_field", "version": NGFF_VERSION, "rdefs": {"model": "greyscale"},
                   "channels": [{"label": name, "color": "FFFFFF", "active": k == 0,
                                 "window": {"min": float(lo), "max": float(hi), "start": float(lo), "end": float(hi)}}
@@ -264,3 +182,105 @@ def render_to_zarr(
     })
     zarr.consolidate_metadata(str(path))
     return path
+
+
+def _level_shapes(shape_zyx: tuple, n_levels: int | None) -> list[tuple]:
+    """``(z, y, x)`` shape of every pyramid level; by default halve until the largest axis is <= 64 (<= 6 levels)."""
+    shapes = [shape_zyx]
+    if n_levels is None:
+        while max(shapes[-1]) > 64 and len(shapes) < 6:
+            shapes.append(_downsample_shape(shapes[-1]))
+    else:
+        for _ in range(max(1, int(n_levels)) - 1):
+            shapes.append(_downsample_shape(shapes[-1]))
+    return shapes
+
+
+def _level_transforms(shapes: list[tuple], axes: list[np.ndarray]) -> tuple[list, list]:
+    """Voxel size and first voxel centre, ``(z, y, x)``, of every level (a coarse voxel spans fine ones)."""
+    spacing = [(a[1] - a[0]) if len(a) > 1 else 1.0 for a in axes]
+    scales, origins = [], []
+    for shape in shapes:
+        factor = [shapes[0][k] / shape[k] for k in range(3)]
+        scales.append([spacing[2 - k] * factor[k] for k in range(3)])
+        origins.append([axes[2 - k][0] + (factor[k] - 1) * spacing[2 - k] / 2 for k in range(3)])
+    return scales, origins
+
+
+def _tissue_labels(root, shapes, czyx, scales, origins) -> list:
+    """The ``labels/tissue`` image-label arrays (uint8, one per level) with their OME metadata."""
+    label_root = root.create_group("labels")
+    label_root.attrs["labels"] = ["tissue"]
+    tissue = label_root.create_group("tissue")
+    labels = [_array(tissue, str(lv), shape, tuple(min(c, s) for c, s in zip(czyx, shape)), "uint8", 0)
+              for lv, shape in enumerate(shapes)]
+    tissue.attrs.update({
+        "multiscales": _multiscales("tissue", ("z", "y", "x"), scales, origins, len(shapes), channel=False),
+        "image-label": {"version": NGFF_VERSION, "colors": [{"label-value": 1, "rgba": [255, 255, 255, 128]}],
+                        "source": {"image": "../../"}},
+    })
+    return labels
+
+
+def _render_level0(field, values, labels, index, axes, cxyz, *, group, time, dtype, outside_value, batch_size,
+                   progress):
+    """Level 0, one spatial chunk at a time, genes in groups of ``group``; returns each gene's (min, max)."""
+    nxyz = tuple(len(a) for a in axes)
+    blocks = list(product(*[range(0, n, c) for n, c in zip(nxyz, cxyz)]))
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(blocks), desc="rendering", unit="chunk")
+    g = len(index)
+    w = field.network.decoder.weight
+    lows, highs = np.full(g, np.inf), np.full(g, -np.inf)
+    for x0, y0, z0 in blocks:
+        sl = [slice(s, min(s + c, n)) for s, c, n in zip((x0, y0, z0), cxyz, nxyz)]
+        sub = [a[s] for a, s in zip(axes, sl)]
+        grid = np.meshgrid(*sub, indexing="ij")
+        coords = np.stack([q.ravel() for q in grid], axis=1)
+        if time is not None or field.n_input_dims == 4:
+            coords = field._prepare_coords(coords, time)
+        latent = torch.from_numpy(field.latent(coords, batch_size=batch_size)).to(w.device)
+        inside = field.inside(coords) if (labels is not None or outside_value is not None) else None
+        bshape = tuple(len(a) for a in sub)
+        target = (sl[2], sl[1], sl[0])
+        for g0 in range(0, g, group):
+            gi = torch.as_tensor(index[g0 : g0 + group], device=w.device)
+            with torch.no_grad():
+                vals = np.concatenate([
+                    field._output_to_values(field.network.decode(latent[s : s + batch_size], gi), gi).cpu().numpy()
+                    for s in range(0, len(latent), batch_size)])
+            if outside_value is not None:
+                vals[~inside] = outside_value
+            lows[g0 : g0 + len(gi)] = np.minimum(lows[g0 : g0 + len(gi)], np.nanmin(vals, axis=0))
+            highs[g0 : g0 + len(gi)] = np.maximum(highs[g0 : g0 + len(gi)], np.nanmax(vals, axis=0))
+            vol = vals.T.reshape(len(gi), *bshape).transpose(0, 3, 2, 1)  # (genes, z, y, x)
+            values[(slice(g0, g0 + len(gi)), *target)] = vol.astype(dtype)
+        if labels is not None:
+            labels[target] = inside.reshape(bshape).T.astype(np.uint8)
+        if bar is not None:
+            bar.update(1)
+    if bar is not None:
+        bar.close()
+    return lows, highs
+
+
+def _build_pyramid(arrays, labels, shapes, czyx, group, dtype) -> None:
+    """Levels 1, 2, ...: each the 2x pooling of the stored level below (mean; max for labels), chunk by chunk."""
+    for level in range(1, len(shapes)):
+        prev, cur = shapes[level - 1], shapes[level]
+        factors = [1 if p == 1 else 2 for p in prev]
+        cz = [min(c, s) for c, s in zip(czyx, cur)]
+        for start in product(*[range(0, s, c) for s, c in zip(cur, cz)]):
+            out_sl = tuple(slice(s, min(s + c, n)) for s, c, n in zip(start, cz, cur))
+            in_sl = tuple(slice(o.start * f, min(o.stop * f, p)) for o, f, p in zip(out_sl, factors, prev))
+            want = tuple(s.stop - s.start for s in out_sl)
+            for g0 in range(0, arrays[0].shape[0], group):
+                block = arrays[level - 1][(slice(g0, g0 + group), *in_sl)]
+                pooled = _pool(block.astype(np.float32), factors, "mean")
+                arrays[level][(slice(g0, g0 + group), *out_sl)] = pooled[:, : want[0], : want[1], : want[2]].astype(dtype)
+            if labels is not None:
+                pooled = _pool(labels[level - 1][in_sl], factors, "max")
+                labels[level][out_sl] = pooled[: want[0], : want[1], : want[2]]

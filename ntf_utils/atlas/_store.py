@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .._constants import Key
+
 __all__ = ["AtlasStore", "open_atlas"]
 
 
@@ -66,9 +68,9 @@ class AtlasStore:
         Section categories (``None`` without sections).
     """
 
-    def __init__(self, path, *, layer: str | None = None, spatial_key: str = "spatial_3d",
-                 section_key: str | None = "section", time_key: str | None = None,
-                 mask_layer: str | None = "ntf_mask") -> None:
+    def __init__(self, path, *, layer: str | None = None, spatial_key: str = Key.obsm.spatial_3d,
+                 section_key: str | None = Key.obs.section, time_key: str | None = None,
+                 mask_layer: str | None = Key.layers.mask) -> None:
         self.path = Path(path)
         if not self.path.exists():
             raise FileNotFoundError(f"no AnnData store at {self.path}; write one with adata.write_zarr(path) "

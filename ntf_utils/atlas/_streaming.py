@@ -1,6 +1,6 @@
 """Training cells streamed from disk: a bounded buffer of blocks, refreshed in the background.
 
-:class:`StreamingCells` is a drop-in for :class:`ntf_utils.model.train.InMemoryCells` (the
+:class:`StreamingCells` is a drop-in for :class:`ntf_utils.model._train.InMemoryCells` (the
 ``train()`` loop only needs ``__len__``, ``sample_index`` and ``batch``):
 
 * the buffer holds ``cache_blocks`` blocks of ``block_rows`` cells (one store chunk each), already
@@ -50,7 +50,7 @@ def memory_bound(block_rows: int, n_genes: int, n_dims: int, cache_blocks: int, 
 
 
 class StreamingCells:
-    """Cells of an :class:`~ntf_utils.atlas.AtlasStore` for :func:`ntf_utils.model.train.train`.
+    """Cells of an :class:`~ntf_utils.atlas.AtlasStore` for :func:`ntf_utils.model._train.train`.
 
     Parameters
     ----------

@@ -21,9 +21,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..datasets._synthetic import _sigmoid, body_gradients
+from .._constants import Key
+from ..datasets._synthetic import _section_names, _sigmoid, body_gradients, body_pattern, log_normalised
 
-__all__ = ["AtlasModel", "write_synthetic_atlas", "atlas_model", "default_n_sections"]
+__all__ = ["AtlasModel", "write_synthetic_atlas", "atlas_model", "default_n_sections", "read_spec"]
 
 # Programs (columns of AtlasModel.programs): axis gradients, layers, segments, then organs.
 _GRADIENTS = ("ap_ant", "ap_post", "ap_wave", "dv_dors", "dv_vent", "lr", "radial")
@@ -86,9 +87,7 @@ class AtlasModel:
         self.c = self.n_sections * self.section_spacing / 2.0
         self.zc = (self.n_sections - 1) * self.section_spacing / 2.0
         geo = np.random.default_rng([self.seed, 1])
-        self.boundaries = np.array([0.30, 0.50, 0.70]) + geo.uniform(-0.03, 0.03, 3)
-        self.tilt = 0.08 + geo.uniform(-0.02, 0.02)
-        self.wave_phase = geo.uniform(0, 2 * np.pi)
+        self.boundaries, self.tilt, self.wave_phase = body_pattern(geo)
         # organ centres in normalised body coordinates (radius < 0.75), sizes in original units
         centres = []
         while len(centres) < self.n_organs:
@@ -179,7 +178,7 @@ class AtlasModel:
 
     def truth(self, coords) -> np.ndarray:
         """Noise-free ``log1p(p * target_sum)``, ``(n, n_genes)`` float32."""
-        return np.log1p(self.proportions(coords) * self.target_sum).astype(np.float32)
+        return log_normalised(self.proportions(coords), self.target_sum)
 
     # -- sections -------------------------------------------------------------------------
     def section_z(self) -> np.ndarray:
@@ -229,8 +228,9 @@ def _write_chunks(path: str, spec: dict, indices: list[int]) -> int:
     import zarr
 
     root = zarr.open_group(path, mode="r+")
-    X, coords_arr = root["X"], root["obsm"]["spatial_3d"]
-    codes_arr, z_arr, names_arr = root["obs"]["section"]["codes"], root["obs"]["z"], root["obs"]["_index"]
+    X, coords_arr = root["X"], root["obsm"][Key.obsm.spatial_3d]
+    obs = root["obs"]
+    codes_arr, z_arr, names_arr = obs[Key.obs.section]["codes"], obs[Key.obs.z], obs["_index"]
     for index in indices:
         start, stop, coords, codes, counts = _chunk(spec, index)
         X[start:stop] = counts
@@ -287,8 +287,7 @@ def write_synthetic_atlas(
     seed
         Seed of the whole atlas; the same seed gives the same store.
     n_workers
-        Processes writing chunks in parallel (the Poisson sampling dominates: about 0.5 s per
-        8,192 x 500 chunk per core on an idle core).
+        Processes writing chunks in parallel (the Poisson sampling dominates the time).
     overwrite
         Replace an existing store at ``path``.
     progress
@@ -331,20 +330,19 @@ def write_synthetic_atlas(
     root.create_array("X", shape=(n_cells, n_genes), chunks=(chunk_cells, n_genes), dtype="uint16",
                       compressors=lz4, fill_value=0, attributes=array_attrs)
     obsm = root.create_group("obsm", attributes={"encoding-type": "dict", "encoding-version": "0.1.0"})
-    obsm.create_array("spatial_3d", shape=(n_cells, 3), chunks=(chunk_cells, 3), dtype="float64",
+    obsm.create_array(Key.obsm.spatial_3d, shape=(n_cells, 3), chunks=(chunk_cells, 3), dtype="float64",
                       compressors=lz4, fill_value=0.0, attributes=array_attrs)
-    obs = root.create_group("obs", attributes={"_index": "_index", "column-order": ["section", "z"],
+    obs = root.create_group("obs", attributes={"_index": "_index", "column-order": [Key.obs.section, Key.obs.z],
                                                "encoding-type": "dataframe", "encoding-version": "0.2.0"})
     obs.create_array("_index", shape=(n_cells,), chunks=(chunk_cells,), dtype=str,
                      attributes={"encoding-type": "string-array", "encoding-version": "0.2.0"})
-    section = obs.create_group("section", attributes={"encoding-type": "categorical", "encoding-version": "0.2.0",
+    section = obs.create_group(Key.obs.section, attributes={"encoding-type": "categorical", "encoding-version": "0.2.0",
                                                       "ordered": False})
     code_dtype = "int8" if n_sections < 128 else "int16"
     section.create_array("codes", shape=(n_cells,), chunks=(chunk_cells,), dtype=code_dtype, fill_value=0,
                          attributes=array_attrs)
-    width = max(2, len(str(n_sections - 1)))
-    ad.io.write_elem(section, "categories", np.array([f"s{k:0{width}d}" for k in range(n_sections)], dtype=object))
-    obs.create_array("z", shape=(n_cells,), chunks=(chunk_cells,), dtype="float64", fill_value=0.0,
+    ad.io.write_elem(section, "categories", np.array(_section_names(n_sections), dtype=object))
+    obs.create_array(Key.obs.z, shape=(n_cells,), chunks=(chunk_cells,), dtype="float64", fill_value=0.0,
                      attributes=array_attrs)
     var = pd.DataFrame({"kind": pd.Categorical([g.split("_")[1] for g in model.gene_names])},
                        index=pd.Index(model.gene_names))

@@ -6,7 +6,7 @@ feature), so a field trained with one evaluates identically with the other:
 * ``"torch"``: pure PyTorch, CPU and CUDA, the default and the tested reference path;
 * ``"tcnn"``: ``tinycudann.Encoding`` when it imports and the parameters live on a CUDA device.
 
-See :mod:`ntf_utils.model.reference` for the definition written out point by point.
+See :mod:`ntf_utils.model._reference` for the definition written out point by point.
 """
 
 from __future__ import annotations
@@ -15,7 +15,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from .reference import PRIMES, level_resolution, level_scale, level_table_size
+from ._reference import PRIMES, level_resolution, level_scale, level_table_size
+
+__all__ = ["tcnn_available", "HashGridEncoding"]
 
 _UINT32 = 0xFFFFFFFF
 
@@ -110,10 +112,6 @@ class HashGridEncoding(nn.Module):
     def n_output_dims(self) -> int:
         """Width of the encoding: ``n_levels * n_features_per_level``."""
         return self.n_levels * self.n_features_per_level
-
-    def get_out_dim(self) -> int:
-        """Width of the encoding (nerfstudio's name)."""
-        return self.n_output_dims
 
     def tcnn_config(self) -> dict:
         """The equivalent tiny-cuda-nn encoding config dict."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -10,12 +10,16 @@ import pandas as pd
 import torch
 from scipy.spatial import cKDTree
 
-from .._validate import check_box, check_coords, check_number, check_positive_int, get_coords
-from . import checkpoint as ckpt
-from .config import NTFConfig
-from .coords import CoordinateTransform
-from .network import FieldNetwork
-from .volume import Volume
+from .._anndata import coords_with_time, gene_positions, read_coords
+from .._constants import Key
+from .._validate import check_box, check_coords, check_number, check_positive_int
+from . import _checkpoint as ckpt
+from ._config import NTFConfig
+from ._coords import CoordinateTransform
+from ._network import FieldNetwork
+from ._volume import Volume
+
+__all__ = ["NTFField"]
 
 # A point is "inside the tissue" within this many finest grid cells of a training cell.
 SUPPORT_RADIUS = 1.5
@@ -57,7 +61,6 @@ class NTFField:
         self.config = config
         self.transform = transform
         self.genes = list(genes)
-        self._gene_pos = {g: i for i, g in enumerate(self.genes)}
         self.gene_mean = np.asarray(gene_mean, dtype=np.float32)
         self.gene_std = np.asarray(gene_std, dtype=np.float32)
         self.support = np.asarray(support, dtype=np.float32)
@@ -87,11 +90,12 @@ class NTFField:
         return np.asarray(self.info["bounds"], dtype=np.float64)
 
     def __repr__(self) -> str:
-        c = self.config
+        c = self.config.encoding
         return (
             f"NTFField({self.n_genes} genes, {self.n_input_dims}D input, hash grid {c.n_levels} levels x "
             f"{c.n_features_per_level} features, 2^{c.log2_hashmap_size} table, resolution "
-            f"{c.base_resolution:.3g}..{c.finest_resolution:.3g}, latent {c.latent_dim}, loss {c.loss!r})"
+            f"{c.base_resolution:.3g}..{c.finest_resolution:.3g}, latent {self.config.network.latent_dim}, "
+            f"loss {self.config.training.loss!r})"
         )
 
     def to(self, device) -> NTFField:
@@ -104,19 +108,7 @@ class NTFField:
         """Output columns of ``genes`` (None: all); unknown genes raise ``KeyError``."""
         if genes is None:
             return np.arange(self.n_genes)
-        if isinstance(genes, str):
-            genes = [genes]
-        try:
-            genes = list(genes)
-        except TypeError as err:
-            raise TypeError(f"genes must be a gene name or a list of gene names, got {type(genes).__name__}") from err
-        missing = [g for g in genes if g not in self._gene_pos]
-        if missing:
-            raise KeyError(
-                f"{len(missing)} gene(s) are not in this field, e.g. {missing[:5]}; the field was trained on "
-                f"{self.n_genes} genes (field.genes), e.g. {self.genes[:5]}"
-            )
-        return np.array([self._gene_pos[g] for g in genes], dtype=np.int64)
+        return gene_positions(self.genes, genes, "this field (not in this field's genes, field.genes)")
 
     def _prepare_coords(self, coords, time) -> np.ndarray:
         coords = check_coords(coords, "coords", n_cols=(3, 4))
@@ -129,7 +121,7 @@ class NTFField:
         return coords
 
     def _output_to_values(self, out: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-        if self.config.loss == "mse":
+        if self.config.training.loss == "mse":
             std = torch.as_tensor(self.gene_std, device=out.device)[index]
             mean = torch.as_tensor(self.gene_mean, device=out.device)[index]
             return out * std + mean
@@ -170,7 +162,7 @@ class NTFField:
         """The ``(n, latent_dim)`` latent: a compact description of the expression state at each point."""
         coords = self._prepare_coords(coords, time)
         batch_size = check_positive_int(batch_size, "batch_size")
-        out = np.empty((len(coords), self.config.latent_dim), dtype=np.float32)
+        out = np.empty((len(coords), self.config.network.latent_dim), dtype=np.float32)
         with torch.no_grad():
             for start in range(0, len(coords), batch_size):
                 u = torch.from_numpy(self.transform.to_unit(coords[start : start + batch_size])).to(self.device)
@@ -218,7 +210,7 @@ class NTFField:
         the tissue of all stages together.
         """
         coords = check_coords(coords, "coords", n_cols=(3, 4))
-        u = self.transform.to_grid_xyz(coords, self.config.support_resolution)
+        u = self.transform.to_grid_xyz(coords, self.config.encoding.support_resolution)
         if coords.shape[1] == 4:
             time = coords[:, 3]
         elif time is not None:
@@ -247,36 +239,42 @@ class NTFField:
         return np.isfinite(dist)
 
     # -- AnnData-level tools ------------------------------------------------------------------
-    def denoise(self, adata, layer_added: str = "ntf", *, spatial_key: str = "spatial_3d", time_key=None,
-                copy: bool = False):
-        """Write the field's prediction at every measured cell into ``adata.layers[layer_added]``.
+    def denoise(self, adata, key_added: str = Key.layers.denoised, *, spatial_key: str | None = None,
+                time_key: str | None = None, copy: bool = False, layer_added: str | None = None):
+        """Write the field's prediction at every measured cell into ``adata.layers[key_added]``.
 
         Parameters
         ----------
         adata
             Cells with coordinates in ``obsm[spatial_key]``; its genes must be in the field.
-        layer_added
+        key_added
             Layer to write.
-        spatial_key
-            Coordinates key in ``obsm``.
-        time_key
-            ``obs`` column with time, for a field with a time axis.
+        spatial_key, time_key
+            Coordinates key in ``obsm`` and the ``obs`` time column (for a field with a time axis);
+            default: the keys the field was fitted with (``field.info``).
         copy
             Return a denoised copy instead of writing into ``adata``.
+        layer_added
+            Former name of ``key_added`` (deprecated).
 
         Returns
         -------
         None, or the new AnnData when ``copy=True``.
         """
-        coords = get_coords(adata, spatial_key, n_cols=(3, 4))
+        if layer_added is not None:
+            warnings.warn("denoise(layer_added=...) is now key_added=... (as in scanpy); layer_added will be "
+                          "removed", FutureWarning, stacklevel=2)
+            key_added = layer_added
+        spatial_key = self.info.get("spatial_key") or Key.obsm.spatial_3d if spatial_key is None else spatial_key
+        if time_key is None and self.n_input_dims == 4:
+            time_key = self.info.get("time_key")
         if time_key is not None:
-            if time_key not in adata.obs:
-                raise KeyError(f"obs[{time_key!r}] not found; available columns: {list(adata.obs.columns)}")
-            t = pd.to_numeric(adata.obs[time_key], errors="coerce").to_numpy(dtype=np.float64)
-            coords = np.column_stack([coords[:, :3], t])
+            coords = coords_with_time(adata, spatial_key, time_key)
+        else:
+            coords = read_coords(adata, spatial_key, n_cols=(3, 4))
         values = self.predict(coords, genes=list(adata.var_names))
         target = adata.copy() if copy else adata
-        target.layers[layer_added] = values
+        target.layers[key_added] = values
         return target if copy else None
 
     def slice(self, z: float, resolution: float | None = None, *, genes=None, bounds=None, time=None,
@@ -330,10 +328,10 @@ class NTFField:
         values = self.predict(coords, gene_list, time=time)
         out = ad.AnnData(X=values, var=pd.DataFrame(index=gene_list))
         out.obs_names = [f"virtual_{i}" for i in range(out.n_obs)]
-        out.obsm["spatial"] = coords[:, :2].copy()
-        out.obsm["spatial_3d"] = coords
-        out.obs["z"] = z
-        out.obs["section"] = pd.Categorical([f"virtual z={z:g}"] * out.n_obs)
+        out.obsm[Key.obsm.spatial] = coords[:, :2].copy()
+        out.obsm[Key.obsm.spatial_3d] = coords
+        out.obs[Key.obs.z] = z
+        out.obs[Key.obs.section] = pd.Categorical([f"virtual z={z:g}"] * out.n_obs)
         return out
 
     def render(self, shape=64, genes=None, *, bounds=None, time=None, batch_size: int = 65536,
@@ -359,7 +357,7 @@ class NTFField:
 
         Returns
         -------
-        :class:`~ntf_utils.model.volume.Volume`
+        :class:`~ntf_utils.model._volume.Volume`
         """
         box = check_box(self.bounds[:3] if bounds is None else bounds, "bounds", 3)
         shape = self.grid_shape(shape, box)
@@ -443,8 +441,3 @@ class NTFField:
         except (KeyError, RuntimeError, TypeError) as err:
             raise ValueError(f"{path} does not hold a complete ntf_utils field: {err}") from err
         return field
-
-    def describe(self) -> dict:
-        """Plain-JSON description: config, transform, genes and fit info."""
-        return json.loads(json.dumps({"config": self.config.to_dict(), "transform": self.transform.to_dict(),
-                                      "n_genes": self.n_genes, "info": self.info}))

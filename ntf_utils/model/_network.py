@@ -5,8 +5,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .config import NTFConfig
-from .hashgrid import HashGridEncoding
+from ._config import NTFConfig
+from ._hashgrid import HashGridEncoding
+
+__all__ = ["FieldNetwork"]
 
 
 class FieldNetwork(nn.Module):
@@ -29,23 +31,24 @@ class FieldNetwork(nn.Module):
 
     def __init__(self, config: NTFConfig, n_input_dims: int, n_genes: int) -> None:
         super().__init__()
+        enc, net = config.encoding, config.network
         self.encoding = HashGridEncoding(
             n_input_dims=n_input_dims,
-            n_levels=config.n_levels,
-            n_features_per_level=config.n_features_per_level,
-            log2_hashmap_size=config.log2_hashmap_size,
-            base_resolution=config.base_resolution,
-            per_level_scale=config.per_level_scale,
-            implementation=config.implementation,
+            n_levels=enc.n_levels,
+            n_features_per_level=enc.n_features_per_level,
+            log2_hashmap_size=enc.log2_hashmap_size,
+            base_resolution=enc.base_resolution,
+            per_level_scale=enc.per_level_scale,
+            implementation=enc.implementation,
         )
         layers: list[nn.Module] = []
         width = self.encoding.n_output_dims
-        for _ in range(config.hidden_layers):
-            layers += [nn.Linear(width, config.hidden_width), nn.ReLU()]
-            width = config.hidden_width
-        layers.append(nn.Linear(width, config.latent_dim))
+        for _ in range(net.hidden_layers):
+            layers += [nn.Linear(width, net.hidden_width), nn.ReLU()]
+            width = net.hidden_width
+        layers.append(nn.Linear(width, net.latent_dim))
         self.trunk = nn.Sequential(*layers)
-        self.decoder = nn.Linear(config.latent_dim, n_genes)
+        self.decoder = nn.Linear(net.latent_dim, n_genes)
         # extra per-gene parameter of the NB loss (log inverse dispersion); unused otherwise
         self.log_theta = nn.Parameter(torch.zeros(n_genes))
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+__all__ = ["masked_mean", "mse_loss", "poisson_loss", "nb_loss"]
+
 
 def masked_mean(values: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     """Mean over entries, counting only those where ``mask`` is 1 (all when ``mask`` is None)."""

@@ -7,6 +7,10 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from .._constants import Key
+
+__all__ = ["Volume"]
+
 
 @dataclass
 class Volume:
@@ -70,6 +74,6 @@ class Volume:
             obs=pd.DataFrame(index=[f"voxel_{i}" for i in np.flatnonzero(keep)]),
             var=pd.DataFrame(index=list(self.genes)),
         )
-        adata.obsm["spatial_3d"] = coords[keep]
-        adata.obs["z"] = coords[keep, 2]
+        adata.obsm[Key.obsm.spatial_3d] = coords[keep]
+        adata.obs[Key.obs.z] = coords[keep, 2]
         return adata

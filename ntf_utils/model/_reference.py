@@ -21,6 +21,8 @@ import math
 
 import numpy as np
 
+__all__ = ["level_scale", "level_resolution", "level_table_size", "corner_index", "encode_reference"]
+
 PRIMES = (1, 2654435761, 805459861, 3674653429, 2097192037, 1434869437, 2165219737)
 _UINT32 = 0xFFFFFFFF
 

@@ -6,14 +6,17 @@ import copy
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import torch
 
-from . import checkpoint as ckpt
-from .config import NTFConfig
-from .losses import mse_loss, nb_loss, poisson_loss
-from .network import FieldNetwork
+from . import _checkpoint as ckpt
+from ._config import NTFConfig
+from ._losses import mse_loss, nb_loss, poisson_loss
+from ._network import FieldNetwork
+
+__all__ = ["InMemoryCells", "TrainState", "loss_fn", "make_optimizer", "lr_at", "evaluate_loss", "TrainingCells", "train", "standardise"]
 
 
 @dataclass
@@ -70,9 +73,10 @@ class TrainState:
 
 def loss_fn(config: NTFConfig, network: FieldNetwork, output, target, log_size, mask):
     """The configured loss on one batch."""
-    if config.loss == "mse":
+    loss = config.training.loss
+    if loss == "mse":
         return mse_loss(output, target, mask)
-    if config.loss == "poisson":
+    if loss == "poisson":
         return poisson_loss(output, target, log_size, mask)
     return nb_loss(output, target, log_size, network.log_theta, mask)
 
@@ -81,19 +85,20 @@ def make_optimizer(network: FieldNetwork, config: NTFConfig) -> torch.optim.Opti
     """Adam with instant-ngp's settings for the table (beta2 0.99, eps 1e-15)."""
     mlp = [p for n, p in network.named_parameters() if not n.startswith("encoding.")]
     groups = [
-        {"params": [network.encoding.params], "weight_decay": config.grid_weight_decay},
-        {"params": mlp, "weight_decay": config.mlp_weight_decay},
+        {"params": [network.encoding.params], "weight_decay": config.training.grid_weight_decay},
+        {"params": mlp, "weight_decay": config.training.mlp_weight_decay},
     ]
-    return torch.optim.Adam(groups, lr=config.lr, betas=(0.9, 0.99), eps=1e-15, fused=True)
+    return torch.optim.Adam(groups, lr=config.training.lr, betas=(0.9, 0.99), eps=1e-15, fused=True)
 
 
 def lr_at(step: int, config: NTFConfig) -> float:
     """Cosine decay from ``lr`` to ``lr / 20`` over the run, after a short warm-up."""
-    warmup = min(100, config.steps // 10)
+    steps, lr = config.training.steps, config.training.lr
+    warmup = min(100, steps // 10)
     if step < warmup:
-        return config.lr * (step + 1) / warmup
-    progress = (step - warmup) / max(1, config.steps - warmup)
-    return config.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
+        return lr * (step + 1) / warmup
+    progress = (step - warmup) / max(1, steps - warmup)
+    return lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
 
 
 @torch.no_grad()
@@ -111,10 +116,24 @@ def evaluate_loss(network, config, cells: InMemoryCells, device, batch_size: int
     return total / max(count, 1)
 
 
+class TrainingCells(Protocol):
+    """What the training loop needs of a cell source: random minibatches on a device.
+
+    :class:`InMemoryCells` (all cells as tensors) and :class:`ntf_utils.atlas.StreamingCells`
+    (a bounded buffer refreshed from disk) implement it.
+    """
+
+    def sample_index(self, generator: torch.Generator, batch_size: int) -> torch.Tensor:
+        """Indices of one minibatch, drawn with ``generator``."""
+
+    def batch(self, index: torch.Tensor, device: torch.device) -> tuple:
+        """``(u, target, log_size, mask)`` of the cells at ``index`` on ``device``."""
+
+
 def train(
     network: FieldNetwork,
     config: NTFConfig,
-    cells: InMemoryCells,
+    cells: TrainingCells,
     *,
     validation: InMemoryCells | None,
     seed: int,
@@ -123,18 +142,20 @@ def train(
     fingerprint: str = "",
     progress: bool = True,
     model: torch.nn.Module | None = None,
+    description: str = "fitting field",
 ) -> TrainState:
     """Fit ``network`` in place; returns the final :class:`TrainState`.
 
     With ``checkpoint_dir``, a checkpoint of the same run found there is resumed, and a new one is
-    written atomically every ``config.checkpoint_every`` steps and at the end. ``model`` is what the
+    written atomically every ``checkpoint_every`` steps and at the end. ``model`` is what the
     forward pass calls (default ``network``; e.g. a ``DistributedDataParallel`` wrapper of it).
+    ``description`` labels the progress bar.
     """
+    training = config.training
     model = network if model is None else model
     optimizer = make_optimizer(network, config)
     generator = torch.Generator().manual_seed(seed + 1)
-    state = TrainState()
-    best_weights = None
+    state, best_weights = TrainState(), None
     if checkpoint_dir is not None:
         ckpt.remove_stale_temporaries(checkpoint_dir)
         resumed = ckpt.load_training_checkpoint(checkpoint_dir, fingerprint)
@@ -144,48 +165,28 @@ def train(
             generator.set_state(resumed["generator"])
             best_weights = resumed.get("best_network")
             state = TrainState(**resumed["state"])
-    sigma = config.psf_sigma / config.finest_resolution  # PSF width in unit-cube units (isotropic there)
 
-    bar = _progress_bar(config.steps, state.step, progress)
+    bar = _progress_bar(training.steps, state.step, progress, description)
     network.train()
-    while state.step < config.steps and not state.stopped_early:
+    while state.step < training.steps and not state.stopped_early:
         for group in optimizer.param_groups:
             group["lr"] = lr_at(state.step, config)
-        index = cells.sample_index(generator, config.batch_size)
-        u, target, log_size, mask = cells.batch(index, device)
-        if sigma > 0:
-            noise = torch.randn(u.shape, generator=generator).to(device) * sigma
-            u = (u + noise).clamp_(0.0, 1.0)
-        if config.smoothness > 0:
-            # a random neighbour of every point, evaluated in the same forward call
-            shift = torch.randn(u.shape, generator=generator).to(device) * (1.0 / config.finest_resolution)
-            out, latent = model(torch.cat([u, (u + shift).clamp(0.0, 1.0)]), return_latent=True)
-            n = u.shape[0]
-            loss = loss_fn(config, network, out[:n], target, log_size, mask)
-            loss = loss + config.smoothness * ((latent[:n] - latent[n:]) ** 2).mean()
-        else:
-            out = model(u)
-            loss = loss_fn(config, network, out, target, log_size, mask)
+        loss = _step_loss(model, network, config, cells, generator, device)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         state.step += 1
         record = {"step": state.step, "loss": loss.item()}
-        if validation is not None and (state.step % config.eval_every == 0 or state.step == config.steps):
-            val = evaluate_loss(network, config, validation, device)
-            record["val_loss"] = val
-            if not math.isfinite(state.best_val) or val < state.best_val - 1e-5 * abs(state.best_val):
-                state.best_val, state.best_step, state.bad_evals = val, state.step, 0
+        if validation is not None and (state.step % training.eval_every == 0 or state.step == training.steps):
+            record["val_loss"] = evaluate_loss(network, config, validation, device)
+            if _improved(state, record["val_loss"], training.patience):
                 best_weights = copy.deepcopy(network.state_dict())
-            else:
-                state.bad_evals += 1
-                state.stopped_early = state.bad_evals >= config.patience
         state.history.append(record)
         if bar is not None:
             bar.update(1)
             if state.step % 20 == 0:
                 bar.set_postfix(loss=f"{record['loss']:.4f}", val=f"{state.best_val:.4f}")
-        if checkpoint_dir is not None and state.step % config.checkpoint_every == 0:
+        if checkpoint_dir is not None and state.step % training.checkpoint_every == 0:
             _save(checkpoint_dir, network, optimizer, generator, best_weights, state, fingerprint)
     if bar is not None:
         bar.close()
@@ -195,6 +196,34 @@ def train(
         _save(checkpoint_dir, network, optimizer, generator, best_weights, state, fingerprint)
     network.eval()
     return state
+
+
+def _step_loss(model, network, config: NTFConfig, cells: TrainingCells, generator, device) -> torch.Tensor:
+    """The loss of one random minibatch, with PSF jitter and the optional smoothness penalty."""
+    training, finest = config.training, config.encoding.finest_resolution
+    sigma = training.psf_sigma / finest  # PSF width in unit-cube units (isotropic there)
+    u, target, log_size, mask = cells.batch(cells.sample_index(generator, training.batch_size), device)
+    if sigma > 0:
+        noise = torch.randn(u.shape, generator=generator).to(device) * sigma
+        u = (u + noise).clamp_(0.0, 1.0)
+    if training.smoothness <= 0:
+        return loss_fn(config, network, model(u), target, log_size, mask)
+    # a random neighbour of every point, evaluated in the same forward call
+    shift = torch.randn(u.shape, generator=generator).to(device) * (1.0 / finest)
+    out, latent = model(torch.cat([u, (u + shift).clamp(0.0, 1.0)]), return_latent=True)
+    n = u.shape[0]
+    loss = loss_fn(config, network, out[:n], target, log_size, mask)
+    return loss + training.smoothness * ((latent[:n] - latent[n:]) ** 2).mean()
+
+
+def _improved(state: TrainState, val: float, patience: int) -> bool:
+    """Record a validation loss in ``state``; True when it is the best so far (keep these weights)."""
+    if not math.isfinite(state.best_val) or val < state.best_val - 1e-5 * abs(state.best_val):
+        state.best_val, state.best_step, state.bad_evals = val, state.step, 0
+        return True
+    state.bad_evals += 1
+    state.stopped_early = state.bad_evals >= patience
+    return False
 
 
 def _save(directory, network, optimizer, generator, best_weights, state, fingerprint) -> None:
@@ -211,12 +240,12 @@ def _save(directory, network, optimizer, generator, best_weights, state, fingerp
     )
 
 
-def _progress_bar(total: int, initial: int, enabled: bool):
+def _progress_bar(total: int, initial: int, enabled: bool, description: str):
     if not enabled:
         return None
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, initial=initial, desc="fitting field", unit="step", leave=True)
+    return tqdm(total=total, initial=initial, desc=description, unit="step", leave=True)
 
 
 def standardise(values: np.ndarray, mask: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:

@@ -8,6 +8,8 @@ import numpy as np
 import pandas as pd
 from scipy.spatial import cKDTree
 
+__all__ = ["Sampling", "measure_sampling", "CoordinateTransform", "matched_transform"]
+
 # The widest axis fills this fraction of the cube; the rest is margin for extrapolation.
 CUBE_FILL = 0.8
 

@@ -1,7 +1,7 @@
 """Faster training forward passes: ``torch.compile`` and autocast mixed precision, behind flags.
 
-:class:`FastForward` wraps a :class:`~ntf_utils.model.network.FieldNetwork` without copying it
-(same parameters) and is what :func:`ntf_utils.model.train.train` calls through its ``model=``
+:class:`FastForward` wraps a :class:`~ntf_utils.model._network.FieldNetwork` without copying it
+(same parameters) and is what :func:`ntf_utils.model._train.train` calls through its ``model=``
 argument; evaluation, prediction and saving keep using the plain network.
 
 * ``compile=True``: the forward (hash-grid encoding + MLP + decoder) and its backward go through
@@ -52,7 +52,7 @@ class FastForward(nn.Module):
     Parameters
     ----------
     network
-        The :class:`~ntf_utils.model.network.FieldNetwork` (shared, not copied).
+        The :class:`~ntf_utils.model._network.FieldNetwork` (shared, not copied).
     compile
         Run the forward through ``torch.compile``.
     amp

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import torch
 
+__all__ = ["atomic_write", "save_field_file", "load_field_file", "save_training_checkpoint", "load_training_checkpoint", "save_selection", "load_selection", "remove_stale_temporaries"]
+
 FORMAT_VERSION = 2  # 2: the header holds "ntf_sha256", a digest of the JSON and the tensors
 TRAINING_CHECKPOINT = "training_checkpoint.pt"
 TRAINING_FINGERPRINT = "training_checkpoint.json"

@@ -1,0 +1,387 @@
+"""The field's configuration, in tiny-cuda-nn's parts: encoding, network, training, selection.
+
+Each part is a small dataclass; :class:`NTFConfig` holds one of each and serialises to JSON next to
+the weights, so a model is fully described by data. ``None`` in a field means "choose from the data"
+(:func:`resolve_config`).
+
+Why data-driven resolutions: a hash grid with instant-ngp's NeRF defaults (16 levels from
+resolution 16 up) memorises count noise with its fine levels and leaves the gaps between sections
+untrained. Matching the finest resolution to the sampling density fixes that (``docs/model.md``):
+
+* along z, the finest grid cell spans one gap between training sections, so every grid vertex
+  between two sections is trained and the field interpolates instead of inventing;
+* in-plane, the finest cell spans ``xy_cells_per_voxel`` cells, so the grid averages neighbouring
+  cells (denoising) instead of fitting each one;
+* the two differ, so the unit cube is filled anisotropically (:class:`CoordinateTransform`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import numbers
+from dataclasses import dataclass, field
+
+__all__ = [
+    "LOSSES",
+    "EncodingConfig",
+    "NetworkConfig",
+    "TrainingConfig",
+    "SelectionConfig",
+    "NTFConfig",
+    "resolve_config",
+]
+
+LOSSES = ("mse", "poisson", "nb")
+FORMAT_VERSION = 2  # 1: one flat dict of every field (ntf_utils <= 0.1 files); 2: the four parts
+
+
+class _Part:
+    """Shared behaviour of the config parts: copy with changes, plain-dict round trip."""
+
+    def replace(self, **changes):
+        """A copy with some fields changed."""
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        """Plain-JSON dictionary of every field."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict):
+        """Build the part from :meth:`to_dict` output; unknown keys are an error."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - names
+        if unknown:
+            raise ValueError(f"unknown {cls.__name__} fields {sorted(unknown)}; known fields: {sorted(names)}")
+        return cls(**data)
+
+
+def _require_positive_ints(part, names) -> None:
+    for name in names:
+        value = getattr(part, name)
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+            raise ValueError(f"{type(part).__name__}.{name} must be a positive integer, got {value!r}")
+
+
+@dataclass
+class EncodingConfig(_Part):
+    """The multi-resolution hash grid (tiny-cuda-nn's ``"HashGrid"`` encoding) and its resolution rule.
+
+    Parameters
+    ----------
+    n_levels
+        Hash-grid levels ``L``.
+    n_features_per_level
+        Features per level ``F``.
+    log2_hashmap_size
+        ``T``: at most ``2**T`` table entries per level (``None``: the smallest power of two that
+        holds the finest level densely, between 2**12 and 2**19).
+    base_resolution, finest_resolution
+        Resolution (vertices per unit-cube axis) of the coarsest and finest level; the per-level
+        scale follows. ``None``: from the sampling density.
+    xy_cells_per_voxel
+        In-plane smoothing of the data-matched default: cells per finest grid cell along x and y.
+    z_voxels_per_gap
+        Finest grid cells per gap between training sections along z (1 = one cell per gap).
+    resolution_scale
+        Size of a finest grid cell along x, y and z relative to the rule above (4 = four times
+        coarser on every spatial axis); chosen per dataset by the selection. No effect when
+        ``finest_resolution`` is fixed.
+    time_scale
+        With a time input: the finest grid resolution along time (``None``: one cell per stage gap).
+    implementation
+        Hash-grid backend: ``"auto"``, ``"torch"`` or ``"tcnn"``.
+    """
+
+    n_levels: int = 8
+    n_features_per_level: int = 2
+    log2_hashmap_size: int | None = None
+    base_resolution: float | None = None
+    finest_resolution: float | None = None
+    xy_cells_per_voxel: float = 2.0
+    z_voxels_per_gap: float = 1.0
+    resolution_scale: float = 1.0
+    time_scale: float | None = None
+    implementation: str = "auto"
+
+    def __post_init__(self) -> None:
+        _require_positive_ints(self, ("n_levels", "n_features_per_level"))
+        if not self.resolution_scale > 0:
+            raise ValueError(f"EncodingConfig.resolution_scale must be > 0, got {self.resolution_scale!r}")
+
+    @property
+    def per_level_scale(self) -> float:
+        """Growth of the resolution between levels, from base to finest."""
+        if self.base_resolution is None or self.finest_resolution is None:
+            raise ValueError("config is not resolved yet: call resolve_config(config, ...) first")
+        if self.n_levels == 1:
+            return 1.0
+        return math.exp(math.log(self.finest_resolution / self.base_resolution) / (self.n_levels - 1))
+
+    @property
+    def support_resolution(self) -> float:
+        """Finest resolution of the sampling rule itself (before ``resolution_scale``).
+
+        The tissue support (:meth:`NTFField.inside`) is measured in its cells, so what counts as
+        inside depends on how densely the tissue was sampled, not on how coarse the grid is.
+        """
+        if self.finest_resolution is None:
+            raise ValueError("config is not resolved yet: call resolve_config(config, ...) first")
+        return self.finest_resolution * self.resolution_scale
+
+
+@dataclass
+class NetworkConfig(_Part):
+    """The MLP after the encoding and the low-rank gene decoder.
+
+    Parameters
+    ----------
+    hidden_width, hidden_layers
+        The MLP between encoding and latent.
+    latent_dim
+        Rank ``r`` of the latent; genes are a linear function of it (capped at the number of genes).
+    """
+
+    hidden_width: int = 128
+    hidden_layers: int = 2
+    latent_dim: int = 64
+
+    def __post_init__(self) -> None:
+        _require_positive_ints(self, ("hidden_width", "latent_dim"))
+        if isinstance(self.hidden_layers, bool) or not isinstance(self.hidden_layers, numbers.Integral) or self.hidden_layers < 0:
+            raise ValueError(f"NetworkConfig.hidden_layers must be an integer >= 0, got {self.hidden_layers!r}")
+
+
+@dataclass
+class TrainingConfig(_Part):
+    """Loss, optimiser, augmentation, early stopping and checkpoints.
+
+    Parameters
+    ----------
+    loss
+        ``"mse"`` on the given (log-normalised) values, ``"poisson"`` or ``"nb"`` on raw counts.
+    steps, batch_size, lr
+        Training length (``None``: from the number of cells), minibatch size (cells), Adam
+        learning rate.
+    grid_weight_decay, mlp_weight_decay
+        L2 penalty on the table (keeps unvisited entries near zero) and on the MLP.
+    psf_sigma
+        Gaussian jitter of training coordinates, in units of the finest cell along each axis: the
+        point-spread function of a measurement. It trains the grid between sections.
+    smoothness
+        Weight of a penalty on the latent difference between a point and a random neighbour.
+    validation_fraction
+        Cells held out for early stopping when no validation data is given (0 disables).
+    eval_every, patience
+        Steps between validation checks; checks without improvement before stopping early.
+    checkpoint_every
+        Steps between checkpoints when a checkpoint directory is given.
+    """
+
+    loss: str = "mse"
+    steps: int | None = None
+    batch_size: int = 4096
+    lr: float = 1e-2
+    grid_weight_decay: float = 1e-6
+    mlp_weight_decay: float = 1e-6
+    psf_sigma: float = 0.5
+    smoothness: float = 0.0
+    validation_fraction: float = 0.05
+    eval_every: int = 100
+    patience: int = 8
+    checkpoint_every: int = 500
+
+    def __post_init__(self) -> None:
+        if self.loss not in LOSSES:
+            raise ValueError(f"loss must be one of {LOSSES}, not {self.loss!r}")
+        _require_positive_ints(self, ("batch_size", "eval_every", "checkpoint_every", "patience"))
+        if self.steps is not None:
+            if isinstance(self.steps, bool) or not isinstance(self.steps, numbers.Integral) or self.steps < 1:
+                raise ValueError("TrainingConfig.steps must be a positive integer (or None to choose it from the "
+                                 f"data), got {self.steps!r}")
+        if not self.lr > 0:
+            raise ValueError(f"TrainingConfig.lr must be > 0, got {self.lr}")
+
+
+@dataclass
+class SelectionConfig(_Part):
+    """Choosing the grid resolution per dataset on held-out training sections.
+
+    Parameters
+    ----------
+    enabled
+        ``None`` (default): :func:`ntf_utils.tl.fit` selects when it applies (at least three
+        sections, no time axis, no fixed ``finest_resolution``); the streamed fit does not select.
+        ``True``: required (the streamed fit refuses it with an error); ``False``: off.
+    candidates
+        ``[resolution_scale, psf_sigma]`` pairs compared.
+    """
+
+    enabled: bool | None = None
+    candidates: list = field(default_factory=lambda: [[1.0, 0.5], [4.0, 0.0]])
+
+    def __post_init__(self) -> None:
+        if self.enabled not in (None, True, False):
+            raise ValueError(f"SelectionConfig.enabled must be None, True or False, got {self.enabled!r}")
+        candidates = self.candidates
+        if not candidates or any(len(c) != 2 or not c[0] > 0 or not c[1] >= 0 for c in candidates):
+            raise ValueError(
+                "SelectionConfig.candidates must be a non-empty list of [resolution_scale > 0, psf_sigma >= 0] "
+                f"pairs, got {candidates!r}"
+            )
+        self.candidates = [[float(scale), float(psf)] for scale, psf in candidates]  # JSON round trip
+
+
+PARTS = {"encoding": EncodingConfig, "network": NetworkConfig, "training": TrainingConfig,
+         "selection": SelectionConfig}
+# format 1 (flat) names of the fields that format 2 renamed inside their part
+_RENAMED = {"select_resolution": ("selection", "enabled"), "resolution_candidates": ("selection", "candidates")}
+
+
+@dataclass
+class NTFConfig:
+    """Everything that defines a field and its training: four parts, serialisable to JSON.
+
+    Each part may be given as its dataclass or as a dict of the fields to change from the
+    defaults, as tiny-cuda-nn's JSON configs are written::
+
+        NTFConfig(encoding={"n_levels": 12}, training={"steps": 2000, "loss": "nb"})
+
+    Parameters
+    ----------
+    encoding
+        :class:`EncodingConfig`: the hash grid and its resolution rule.
+    network
+        :class:`NetworkConfig`: MLP and latent.
+    training
+        :class:`TrainingConfig`: loss, optimiser, early stopping, checkpoints.
+    selection
+        :class:`SelectionConfig`: choosing the resolution on held-out training sections.
+    """
+
+    encoding: EncodingConfig = field(default_factory=EncodingConfig)
+    network: NetworkConfig = field(default_factory=NetworkConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    selection: SelectionConfig = field(default_factory=SelectionConfig)
+
+    def __post_init__(self) -> None:
+        for name, cls in PARTS.items():
+            value = getattr(self, name)
+            if isinstance(value, dict):
+                setattr(self, name, cls.from_dict(value))
+            elif not isinstance(value, cls):
+                raise TypeError(f"NTFConfig.{name} must be a {cls.__name__} or a dict of its fields, "
+                                f"got {type(value).__name__}")
+
+    def replace(self, **parts) -> NTFConfig:
+        """A copy with parts replaced: each keyword a part name, given a part or a dict of changes.
+
+        ``config.replace(training={"steps": 500})`` keeps every other training field.
+        """
+        unknown = set(parts) - set(PARTS)
+        if unknown:
+            raise TypeError(f"NTFConfig.replace takes the parts {sorted(PARTS)}, not {sorted(unknown)}")
+        new = {name: (getattr(self, name).replace(**value) if isinstance(value, dict) else value)
+               for name, value in parts.items()}
+        return dataclasses.replace(self, **new)
+
+    def to_dict(self) -> dict:
+        """Plain-JSON dictionary: ``{"format": 2, "encoding": {...}, "network": {...}, ...}``."""
+        return {"format": FORMAT_VERSION, **{name: getattr(self, name).to_dict() for name in PARTS}}
+
+    def to_json(self) -> str:
+        """JSON text of :meth:`to_dict`."""
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> NTFConfig:
+        """Build a config from :meth:`to_dict` output, of this format or the flat format 1."""
+        data = dict(data)
+        version = data.pop("format", 1 if not set(data) & set(PARTS) else FORMAT_VERSION)
+        if version == 1:
+            data = _from_flat(data)
+        elif version != FORMAT_VERSION:
+            raise ValueError(f"config format {version!r} is newer than this ntf_utils understands "
+                             f"({FORMAT_VERSION}); upgrade ntf_utils to load it")
+        unknown = set(data) - set(PARTS)
+        if unknown:
+            raise ValueError(f"unknown NTFConfig parts {sorted(unknown)}; known parts: {sorted(PARTS)}")
+        return cls(**{name: PARTS[name].from_dict(value) for name, value in data.items()})
+
+
+def _from_flat(flat: dict) -> dict:
+    """Format 1 (one flat dict) -> format 2 (a dict per part); ``extra`` (never used) is dropped."""
+    owner = {f.name: (part, f.name) for part, cls in PARTS.items() for f in dataclasses.fields(cls)}
+    owner.update(_RENAMED)
+    parts: dict = {name: {} for name in PARTS}
+    for key, value in flat.items():
+        if key == "extra":
+            continue
+        if key not in owner:
+            raise ValueError(f"unknown NTFConfig field {key!r} in a format-1 config")
+        part, name = owner[key]
+        parts[part][name] = value
+    return parts
+
+
+def resolve_config(config: NTFConfig, sampling, has_sections: bool, n_genes: int, n_cells: int):
+    """Fill every data-driven (``None``) field of ``config`` and build the coordinate transform.
+
+    Parameters
+    ----------
+    config
+        The user's config (not modified).
+    sampling
+        :class:`~ntf_utils.model._coords.Sampling` of the training coordinates.
+    has_sections
+        Whether z comes in discrete sections (then the finest z cell spans one section gap).
+    n_genes, n_cells
+        Size of the training data (caps the latent rank, sets the default number of steps).
+
+    Returns
+    -------
+    (resolved config, :class:`~ntf_utils.model._coords.CoordinateTransform`)
+    """
+    import numpy as np
+
+    from ._coords import CUBE_FILL, matched_transform
+
+    enc, training = config.encoding, config.training
+    dims = len(sampling.spacing)
+    cells = sampling.extent / sampling.spacing
+    cells[:2] /= enc.xy_cells_per_voxel
+    if has_sections:
+        cells[2] *= enc.z_voxels_per_gap
+    else:
+        cells[2] /= enc.xy_cells_per_voxel
+    if dims == 4 and enc.time_scale is not None:
+        cells[3] = enc.time_scale
+    # a fixed finest resolution sets the overall scale itself; the data keeps deciding the anisotropy
+    scale = enc.resolution_scale if enc.finest_resolution is None else 1.0
+    cells[:3] /= scale
+    cells = np.maximum(cells, 1.0)
+    finest = float(cells.max() / CUBE_FILL)
+    if enc.finest_resolution is not None:
+        cells = cells * (float(enc.finest_resolution) * CUBE_FILL / cells.max())
+        finest = float(enc.finest_resolution)
+    base = enc.base_resolution
+    if base is None:
+        base = max(2.0, finest / 16.0) if enc.n_levels > 1 else finest
+    base = min(float(base), finest)
+    log2_size = enc.log2_hashmap_size
+    if log2_size is None:
+        finest_vertices = (math.ceil(finest) + 1) ** dims
+        log2_size = int(min(19, max(12, math.ceil(math.log2(finest_vertices)))))
+    steps = training.steps
+    if steps is None:
+        # ~40 passes over the data, at least 1000 and at most 4000 steps (early stopping ends sooner)
+        steps = int(min(4000, max(1000, 40 * n_cells / training.batch_size)))
+    resolved = config.replace(
+        encoding={"base_resolution": float(base), "finest_resolution": finest, "resolution_scale": float(scale),
+                  "log2_hashmap_size": int(log2_size)},
+        network={"latent_dim": int(min(config.network.latent_dim, max(1, n_genes)))},
+        training={"steps": int(steps)},
+    )
+    return resolved, matched_transform(sampling, cells, finest)

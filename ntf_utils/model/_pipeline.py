@@ -1,0 +1,247 @@
+"""The one fit pipeline: plan -> cells -> train -> field, for any cell source.
+
+:func:`ntf_utils.tl.fit` (an AnnData in memory) and :func:`ntf_utils.tl.fit_atlas` (a store on
+disk, optionally across ``torchrun`` ranks) differ only in the :class:`~._sources.CellSource`
+they pass; every other step is here and runs once per fit, in order.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .._version import __version__
+from ._config import NTFConfig, resolve_config
+from ._coords import CoordinateTransform, Sampling
+from ._field import NTFField
+from ._network import FieldNetwork
+from ._sources import MAX_SUPPORT_POINTS, CellSource
+from ._train import TrainState, train
+
+__all__ = ["FitPlan", "plan_fit", "fit_field", "config_with_overrides", "resolve_device", "distributed_rank"]
+
+
+@dataclass
+class FitPlan:
+    """Everything decided before training (identical on every rank of a distributed fit).
+
+    Attributes
+    ----------
+    config, transform, sampling
+        Resolved config, coordinate transform and measured sampling.
+    has_sections
+        Whether z comes in discrete sections.
+    stats
+        ``mean``/``std`` (per gene), ``median_size`` (count losses) and ``target_sum`` (log1p).
+    section_z
+        Sorted z of the sections (empty for a continuous cloud or too many values).
+    support
+        Training positions in cells of the sampling rule (the field's inside-the-tissue test).
+    held_out
+        Sorted rows held out of training for early stopping.
+    seconds
+        Wall time of planning.
+    extra
+        Source-specific facts of the planning passes (:meth:`~._sources.CellSource.plan_facts`).
+    """
+
+    config: NTFConfig
+    transform: CoordinateTransform
+    sampling: Sampling
+    has_sections: bool
+    stats: dict
+    section_z: list
+    support: np.ndarray
+    held_out: np.ndarray
+    seconds: float = 0.0
+    extra: dict = field(default_factory=dict)
+
+
+def config_with_overrides(config: NTFConfig | None, steps, batch_size, loss) -> NTFConfig:
+    """``config`` (default :class:`NTFConfig`) with the ``steps``/``batch_size``/``loss`` shortcuts applied."""
+    config = NTFConfig() if config is None else config
+    overrides = {k: v for k, v in {"steps": steps, "batch_size": batch_size, "loss": loss}.items() if v is not None}
+    return config.replace(training=overrides) if overrides else config
+
+
+def resolve_device(device, world: int = 1) -> torch.device:
+    """``"auto"`` -> CUDA when available, else CPU; anything else is passed to ``torch.device``.
+
+    In a distributed fit a bare ``"cuda"`` means this process's current CUDA device.
+    """
+    if device in (None, "auto"):
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    dev = torch.device(device)
+    if dev.type == "cuda" and dev.index is None and world > 1:
+        dev = torch.device("cuda", torch.cuda.current_device())
+    return dev
+
+
+def distributed_rank() -> tuple[int, int]:
+    """(rank, world size) of an initialised ``torch.distributed`` group, else (0, 1)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def support_points(coords: np.ndarray, transform: CoordinateTransform, config: NTFConfig, seed: int) -> np.ndarray:
+    """Training positions in cells of the sampling rule (subsampled): what counts as inside the tissue.
+
+    ``(n, 3)``; with a time axis ``(n, 4)``, the 4th column the time in original units, so that
+    :meth:`NTFField.inside` can ask for the tissue of the stages around a given time.
+    """
+    if len(coords) > MAX_SUPPORT_POINTS:
+        coords = coords[np.random.default_rng(seed).choice(len(coords), MAX_SUPPORT_POINTS, replace=False)]
+    u = transform.to_grid_xyz(coords, config.encoding.support_resolution)
+    if coords.shape[1] == 4:
+        u = np.column_stack([u, coords[:, 3]])
+    return u.astype(np.float32)
+
+
+def plan_fit(source: CellSource, config: NTFConfig, *, seed: int, validation) -> FitPlan:
+    """Survey the coordinates, resolve the config, hold out validation rows, compute target statistics."""
+    started = time.perf_counter()
+    survey = source.survey(seed)
+    n_z = math.inf if survey.z_values is None else len(survey.z_values)
+    has_sections = survey.sectioned and n_z <= max(50, source.n_obs // 20)
+    config, transform = resolve_config(config, survey.sampling, has_sections, source.n_vars, source.n_obs)
+    held_out = source.hold_out(config, seed, validation)
+    stats = source.target_stats(config.training.loss, held_out)
+    section_z = []
+    if survey.sectioned and n_z < 10_000:
+        section_z = [float(z) for z in survey.z_values]
+    return FitPlan(config=config, transform=transform, sampling=survey.sampling, has_sections=has_sections,
+                   stats=stats, section_z=section_z, support=support_points(survey.support, transform, config, seed),
+                   held_out=held_out, seconds=time.perf_counter() - started, extra=source.plan_facts())
+
+
+def _plan_on_rank0(source, config, seed, validation, rank, world) -> FitPlan:
+    """Plan once (rank 0) and share it, so every rank trains the same resolved model."""
+    plan = None
+    if rank == 0:
+        try:
+            plan = plan_fit(source, config, seed=seed, validation=validation)
+        except Exception as err:
+            if world == 1:
+                raise
+            plan = err  # tell the other ranks instead of leaving them waiting in the broadcast
+    if world > 1:
+        import torch.distributed as dist
+
+        box = [plan]
+        dist.broadcast_object_list(box, src=0)
+        plan = box[0]
+        if isinstance(plan, Exception):
+            raise RuntimeError(f"rank 0 failed to plan the fit: {plan}") from plan
+    return plan
+
+
+def init_output_bias(network: FieldNetwork, config: NTFConfig, stats: dict) -> None:
+    """Start the outputs at the data's level: 0 for standardised targets, log mean rate for counts."""
+    with torch.no_grad():
+        if config.training.loss == "mse":
+            network.decoder.bias.zero_()
+        else:
+            network.decoder.bias.copy_(torch.from_numpy(np.log(np.maximum(stats["mean"], 1e-6))))
+        network.log_theta.fill_(np.log(10.0))
+
+
+def _forward_model(network: FieldNetwork, config: NTFConfig, dev, world: int, compile: bool, amp):
+    """What the training step calls: the network, optionally compiled/autocast, wrapped in DDP."""
+    from ._accelerate import accelerated_model
+
+    model = accelerated_model(network, compile=compile, amp=amp)
+    if world == 1:
+        return model
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    if config.training.loss != "nb":
+        network.log_theta.requires_grad_(False)  # unused: DDP needs every trained parameter used
+    return DDP(model if model is not None else network, device_ids=[dev.index] if dev.type == "cuda" else None)
+
+
+def fit_field(source: CellSource, config: NTFConfig, *, seed: int = 0, device="auto", validation=None,
+              checkpoint_dir: str | Path | None = None, progress: bool = True, compile: bool = False,
+              amp: str | None = None, description: str = "fitting field") -> NTFField:
+    """Fit a field to the cells of ``source``: the pipeline behind ``tl.fit`` and ``tl.fit_atlas``.
+
+    Parameters
+    ----------
+    source
+        Where the cells come from (:class:`~._sources.AnnDataSource`, a streamed store ...).
+    config
+        The caller's config; data-driven fields are resolved here.
+    seed, device, validation, checkpoint_dir, progress
+        As in :func:`ntf_utils.tl.fit`. With an initialised process group (``torchrun``) each rank
+        trains on its shard and checkpoints into ``checkpoint_dir/rank<k>``.
+    compile, amp
+        ``torch.compile`` and, on CUDA, autocast (``"bf16"``/``"fp16"``) of the training forward pass.
+    description
+        Label of the progress bar (the phase of the fit).
+    """
+    started = time.perf_counter()
+    rank, world = distributed_rank()
+    plan = _plan_on_rank0(source, config, seed, validation, rank, world)
+    config = plan.config
+    dev = resolve_device(device, world)
+    val_cells = source.validation_cells(plan, validation)
+    torch.manual_seed(seed)
+    network = FieldNetwork(config, source.n_input_dims, source.n_vars).to(dev)
+    init_output_bias(network, config, plan.stats)
+    model = _forward_model(network, config, dev, world, compile, amp)
+    ckpt_dir = None
+    if checkpoint_dir is not None:
+        ckpt_dir = Path(checkpoint_dir) / f"rank{rank}" if world > 1 else Path(checkpoint_dir)
+    # the run's identity only matters for checkpoints; hashing all the data costs seconds at atlas size
+    fingerprint = "" if ckpt_dir is None else source.fingerprint(config, seed, validation, world)
+    cells = source.training_cells(plan, rank=rank, world=world, device=dev, seed=seed)
+    try:
+        t_train, cpu_train = time.perf_counter(), time.process_time()
+        state = train(network, config, cells, validation=val_cells, seed=seed, device=dev, checkpoint_dir=ckpt_dir,
+                      fingerprint=fingerprint, progress=progress and rank == 0, model=model, description=description)
+        train_s, train_cpu_s = time.perf_counter() - t_train, time.process_time() - cpu_train
+        extra = source.describe(plan, cells)
+    finally:
+        close = getattr(cells, "close", None)
+        if close is not None:
+            close()
+    network.log_theta.requires_grad_(True)
+    info = _fit_info(source, plan, state, network, dev, world, time.perf_counter() - started, train_s, train_cpu_s)
+    info.update(extra)
+    return NTFField(network, config, plan.transform, list(source.var_names), plan.stats["mean"], plan.stats["std"],
+                    plan.support, state.history, info)
+
+
+def _fit_info(source, plan: FitPlan, state: TrainState, network, dev, world, seconds, train_s, train_cpu_s) -> dict:
+    batch = plan.config.training.batch_size
+    return {
+        "n_cells": int(source.n_obs),
+        "n_genes": int(source.n_vars),
+        "bounds": np.column_stack([plan.sampling.lo, plan.sampling.hi]).tolist(),
+        "spacing": plan.sampling.spacing.tolist(),
+        "xy_spacing": float(plan.sampling.spacing[0]),
+        "section_z": plan.section_z,
+        "steps_run": int(state.step),
+        "best_step": int(state.best_step),
+        "stopped_early": bool(state.stopped_early),
+        "best_validation_loss": float(state.best_val) if np.isfinite(state.best_val) else None,
+        "fit_seconds": round(seconds, 3),
+        "plan_seconds": round(plan.seconds, 3),
+        "train_seconds": round(train_s, 3),
+        "train_cpu_seconds": round(train_cpu_s, 3),
+        "cells_per_s": round(state.step * batch * world / max(train_s, 1e-9), 1),
+        "world_size": world,
+        "device": str(dev),
+        "backend": network.encoding.backend(),
+        "n_params": int(sum(p.numel() for p in network.parameters())),
+        "ntf_utils_version": __version__,
+        "torch_version": torch.__version__,
+        "torch_threads": torch.get_num_threads(),  # CPU results are bitwise reproducible at a fixed thread count
+    }
