@@ -15,6 +15,7 @@ from anndata import AnnData
 
 from ntf_utils import datasets
 from ntf_utils.datasets import _registry
+from ntf_utils.datasets._synthetic import TUMOUR_MARKERS
 from ntf_utils.pp import log_normalize
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -78,7 +79,7 @@ def test_embryo_convention_and_keys(embryo):
     assert a.n_vars == 40
     kinds = set(a.var["kind"])
     assert {"ap_gradient", "dv_gradient", "domain_marker", "mixed", "housekeeping"} <= kinds
-    p = a.uns["synthetic"]
+    p = a.uns["ntf"]["synthetic"]
     assert p["generator"] == "synthetic_embryo" and p["seed"] == 3 and p["n_sections"] == 8
     # mean cells per section is cells_per_section; section size follows the cross-section area
     counts = a.obs["section"].value_counts().sort_index().to_numpy()
@@ -116,7 +117,7 @@ def test_embryo_truth_function_matches_layer_and_extends(embryo):
         datasets.synthetic_embryo_domain(xyz, a), a.obs["domain"].astype(str).to_numpy()
     )
     # the same body from the parameters alone (target_sum given explicitly)
-    p = a.uns["synthetic"]
+    p = a.uns["ntf"]["synthetic"]
     t2 = datasets.synthetic_embryo_truth(
         xyz[:50], n_sections=8, n_genes=40, section_spacing=10.0, seed=3, target_sum=p["target_sum"]
     )
@@ -177,11 +178,11 @@ def test_embryo_truth_smooth_but_domains_sharp(embryo):
 
 def test_embryo_counts_poisson_around_truth(embryo):
     a = embryo
-    p = a.uns["synthetic"]
+    p = a.uns["ntf"]["synthetic"]
     totals = a.X.sum(1)
     assert p["target_sum"] == pytest.approx(np.median(totals))
     ln = log_normalize(a, copy=True)
-    assert ln.uns["lognorm"]["target_sum"] == pytest.approx(p["target_sum"])
+    assert ln.uns["ntf"]["lognorm"]["target_sum"] == pytest.approx(p["target_sum"])
     est, truth = ln.layers["lognorm"], a.layers["truth"]
     expressed = truth.mean(0) > 1.5
     assert expressed.sum() > 10
@@ -203,7 +204,7 @@ def test_embryo_nb_is_overdispersed():
     mu = model.proportions(a.obsm["spatial_3d"]) * a.obs["library_size"].to_numpy()[:, None]
     resid_var = (((a.X - mu) ** 2) / mu).mean()
     assert resid_var > 3.0  # Poisson would give 1
-    assert a.uns["synthetic"]["noise"] == "nb"
+    assert a.uns["ntf"]["synthetic"]["noise"] == "nb"
     with pytest.raises(ValueError, match="'poisson' or 'nb'"):
         datasets.synthetic_embryo(n_sections=2, cells_per_section=10, noise="gauss")
 
@@ -256,21 +257,11 @@ def test_tumour_layout(tumour):
     a = tumour
     _check_stacked(a)
     assert "SYNTHETIC" in datasets.synthetic_tumour_proteomics.__doc__
-    assert a.uns["synthetic"]["synthetic"] is True
-    for m in (
-        "panCK",
-        "Ki-67",
-        "E-cadherin",
-        "P-cadherin",
-        "Vimentin",
-        "CD45",
-        "CD3",
-        "CD68",
-        "aSMA",
-        "HER2",
-    ):
-        assert m in a.var_names
-    assert a.uns["transform"]["cofactor"] == 5.0
+    assert a.uns["ntf"]["synthetic"]["synthetic"] is True
+    # the markers are the documented ones, in the package's order
+    assert list(a.var_names) == list(TUMOUR_MARKERS)
+    assert all(m in datasets.synthetic_tumour_proteomics.__doc__ for m in TUMOUR_MARKERS)
+    assert a.uns["ntf"]["transform"]["cofactor"] == 5.0
     np.testing.assert_allclose(a.X, np.arcsinh(a.layers["intensity"] / 5.0), rtol=1e-6)
     assert set(a.obs["region"].cat.categories) == {
         "hypoxic_core",
@@ -342,7 +333,7 @@ def test_slab_sections_layout_and_no_mutation():
     np.testing.assert_allclose(s.uns["ntf"]["sections"]["z"], (edges[:-1] + edges[1:]) / 2)
     true = s.obsm["spatial_3d_true"]
     assert np.all(
-        np.abs(true[:, 2] - s.obs["z"].to_numpy()) <= s.uns["slab_sections"]["thickness"] / 2 + 1e-9
+        np.abs(true[:, 2] - s.obs["z"].to_numpy()) <= s.uns["ntf"]["slab_sections"]["thickness"] / 2 + 1e-9
     )
     # axis 0 -> (y, z, x): the same cells, rearranged
     orig = a.obsm["spatial_3d"][
@@ -361,10 +352,10 @@ def test_slab_sections_layout_and_no_mutation():
 # ------------------------------------------------------------------------------------------
 def test_shipped_loaders_work_without_shared_data(no_shared):
     fly = datasets.drosophila_bdtnp()
-    assert fly.shape == (3039, 84) and fly.uns["ntf_source"] == "shipped"
+    assert fly.shape == (3039, 84) and fly.uns["ntf"]["source"] == "shipped"
     assert fly.obsm["spatial_3d"].shape == (3039, 3)
     assert {"hb", "Kr", "kni", "eve", "ftz", "sna", "twi"} <= set(fly.var_names)
-    assert "Fowlkes" in fly.uns["ntf_dataset"]["citation"]
+    assert "Fowlkes" in fly.uns["ntf"]["dataset"]["citation"]
     slabs = datasets.slab_sections(fly, axis=0, n_slabs=10)
     _check_stacked(slabs, truth=False)
     assert slabs.n_obs == 3039 and len(slabs.uns["ntf"]["sections"]["names"]) == 10
@@ -374,13 +365,13 @@ def test_shipped_loaders_work_without_shared_data(no_shared):
     assert all(x.n_vars == 300 for x in stahl)
     for i, x in enumerate(stahl, start=1):
         assert sp.issparse(x.X) and x.obsm["spatial"].shape == (x.n_obs, 2)
-        assert (x.obs["layer"] == i).all() and x.uns["ntf_source"] == "shipped"
+        assert (x.obs["layer"] == i).all() and x.uns["ntf"]["source"] == "shipped"
         assert x.X.sum() > 0 and x.X.min() >= 0 and np.all(x.X.data == np.round(x.X.data))
 
     her = datasets.her2st("A")
     assert [x.obs["section"].iloc[0] for x in her] == [f"A{k}" for k in range(1, 7)]
     assert [x.n_obs for x in her] == [346, 325, 359, 343, 332, 360]
-    assert all(x.uns["ntf_source"] == "shipped" and x.n_vars == 300 for x in her)
+    assert all(x.uns["ntf"]["source"] == "shipped" and x.n_vars == 300 for x in her)
     assert "cluster" in her[0].obs and her[0].obs["pathology"].notna().mean() > 0.95
     np.testing.assert_array_equal(her[2].obsm["spatial"], her[2].obs[["new_x", "new_y"]].to_numpy())
 
@@ -389,7 +380,7 @@ def test_shipped_loaders_work_without_shared_data(no_shared):
     assert org.n_obs == 1125 and org.X.sum() == 49_888  # noise and unassigned molecules dropped
     assert org.obsm["spatial_3d"].shape == (1125, 3)
     np.testing.assert_array_equal(org.obs["z"].to_numpy(), org.obsm["spatial_3d"][:, 2])
-    assert org.obs["z"].between(1, 97).all() and org.uns["ntf_source"] == "shipped"
+    assert org.obs["z"].between(1, 97).all() and org.uns["ntf"]["source"] == "shipped"
 
 
 def test_shipped_errors_are_clear(no_shared):
@@ -444,11 +435,11 @@ def test_full_loaders_read_shared_data(shared_data_dir, monkeypatch, tmp_path):
     monkeypatch.setenv("NTF_SHARED_DATA", str(shared_data_dir))
     monkeypatch.setenv("NTF_DATA_DIR", str(tmp_path / "cache"))
     fly = datasets.drosophila_bdtnp(source="full")
-    assert fly.uns["ntf_source"] == "full" and fly.shape == (3039, 84)
+    assert fly.uns["ntf"]["source"] == "full" and fly.shape == (3039, 84)
     ship = datasets.drosophila_bdtnp(source="shipped")
     np.testing.assert_array_equal(fly.X, ship.X)
     np.testing.assert_array_equal(fly.obsm["spatial_3d"], ship.obsm["spatial_3d"])
-    assert datasets.drosophila_bdtnp().uns["ntf_source"] == "full"  # auto prefers the full copy
+    assert datasets.drosophila_bdtnp().uns["ntf"]["source"] == "full"  # auto prefers the full copy
 
     stahl = datasets.breast_cancer_stahl(source="full")
     assert [x.shape for x in stahl] == [(254, 7998), (251, 7713), (264, 7453), (262, 7571)]
@@ -460,13 +451,13 @@ def test_full_loaders_read_shared_data(shared_data_dir, monkeypatch, tmp_path):
     her = datasets.her2st("C", source="full")  # the smallest patient
     assert [x.obs["section"].iloc[0] for x in her] == [f"C{k}" for k in range(1, 7)]
     assert [x.n_obs for x in her] == [176, 187, 180, 184, 181, 178]
-    assert all(x.n_vars > 14_000 and x.uns["ntf_source"] == "full" for x in her)
+    assert all(x.n_vars > 14_000 and x.uns["ntf"]["source"] == "full" for x in her)
     assert her[0].obs["pathology"].notna().mean() > 0.9
 
     org = datasets.starmap_cardiac_organoid(source="full")
     genes = pd.read_csv(shared_data_dir / "starmap_cardiac_organoid_3d" / "genes.csv")
     assert list(org.var_names) == genes.sort_values("gene_index")["gene_name"].tolist()
-    assert org.uns["ntf_source"] == "full"
+    assert org.uns["ntf"]["source"] == "full"
 
 
 # ------------------------------------------------------------------------------------------
@@ -500,10 +491,10 @@ def test_full_source_downloads_through_registry(shared_data_dir, monkeypatch, tm
     monkeypatch.setenv("NTF_SHARED_DATA", str(tmp_path / "absent"))
     monkeypatch.setenv("NTF_DATA_DIR", str(tmp_path / "cache"))
     org = datasets.starmap_cardiac_organoid(source="full")
-    assert org.uns["ntf_source"] == "full" and org.n_obs == 1125
+    assert org.uns["ntf"]["source"] == "full" and org.n_obs == 1125
     assert (tmp_path / "cache" / "starmap_cardiac_organoid_3d" / "spots_all.csv").is_file()
     # now cached: auto uses the full copy without downloading
-    assert datasets.starmap_cardiac_organoid().uns["ntf_source"] == "full"
+    assert datasets.starmap_cardiac_organoid().uns["ntf"]["source"] == "full"
 
     # a wrong checksum in the registry is a clear error
     for f in reg["files"]:

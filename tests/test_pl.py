@@ -13,7 +13,7 @@ import pytest
 import scipy.sparse as sp
 
 from ntf_utils import pl
-from ntf_utils.model.volume import Volume
+from ntf_utils.model._volume import Volume
 
 GENES = ["Sox2", "Pax6", "Hoxb1"]
 SECTIONS = ["s0", "s1", "s2", "s3"]

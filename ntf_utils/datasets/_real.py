@@ -10,6 +10,8 @@ import pandas as pd
 import scipy.sparse as sp
 from anndata import AnnData
 
+from .._anndata import read_coords
+from .._constants import Key
 from ._registry import _dataset_info, _full_entries, resolve
 
 __all__ = [
@@ -23,10 +25,14 @@ __all__ = [
 STARMAP_GENES = ("TNNI1", "MYH7", "MYL7", "ATP2A2", "NANOG", "EOMES", "CS44", "TBXT")
 
 
+def _set_ntf_uns(adata: AnnData, entries: dict) -> None:
+    """Add ``entries`` to ``adata.uns["ntf"]`` (created when missing; a new dict, so a copy's source is untouched)."""
+    adata.uns[Key.uns.ntf] = {**adata.uns.get(Key.uns.ntf, {}), **entries}
+
+
 def _record_source(adata: AnnData, dataset: str, used: str, paths: dict) -> None:
     info = _dataset_info(dataset)
-    adata.uns["ntf_source"] = used
-    adata.uns["ntf_dataset"] = {
+    dataset_info = {
         "name": dataset,
         "title": info["title"],
         "citation": info["citation"],
@@ -36,6 +42,7 @@ def _record_source(adata: AnnData, dataset: str, used: str, paths: dict) -> None
         "content": "complete data" if used == "full" else f"shipped subset: {info['shipped']}",
         "files": [str(p) for p in paths.values() if p is not None],
     }
+    _set_ntf_uns(adata, {Key.uns.source: used, Key.uns.dataset: dataset_info})
 
 
 # ------------------------------------------------------------------------------------------
@@ -68,7 +75,7 @@ def drosophila_bdtnp(source: str = "auto") -> AnnData:
     -------
     AnnData
         3039 x 84; ``X`` float32 intensities, ``obsm["spatial_3d"]`` (x, y, z) float64,
-        ``uns["ntf_source"]`` (``"full"`` or ``"shipped"``) and ``uns["ntf_dataset"]``.
+        ``uns["ntf"]["source"]`` (``"full"`` or ``"shipped"``) and ``uns["ntf"]["dataset"]``.
     """
     d = "bdtnp_drosophila_3d"
     paths, used = resolve(d, [f"{d}/dge.txt", f"{d}/geometry.txt"], source=source)
@@ -84,7 +91,7 @@ def drosophila_bdtnp(source: str = "auto") -> AnnData:
         obs=pd.DataFrame(index=[f"cell{i:04d}" for i in range(len(expr))]),
         var=pd.DataFrame(index=pd.Index(expr.columns.astype(str))),
     )
-    adata.obsm["spatial_3d"] = xyz
+    adata.obsm[Key.obsm.spatial_3d] = xyz
     _record_source(adata, d, used, paths)
     return adata
 
@@ -94,7 +101,7 @@ def slab_sections(
     axis: int = 0,
     n_slabs: int = 10,
     *,
-    spatial_key: str = "spatial_3d",
+    spatial_key: str = Key.obsm.spatial_3d,
     prefix: str = "slab",
 ) -> AnnData:
     """Cut a 3D point cloud into slabs along one axis: the "serial sections" view of a 3D atlas.
@@ -128,27 +135,16 @@ def slab_sections(
           (axis 0 -> (y, z), axis 1 -> (z, x), axis 2 -> (x, y)), which keeps the frame right-handed;
         - ``obsm["spatial_3d"]``: (those two, slab centre);
         - ``obsm["spatial_3d_true"]``: (those two, the cell's true coordinate along ``axis``);
-        - ``uns["ntf"]["sections"] = {"names", "z"}`` and ``uns["slab_sections"]`` with ``axis``,
-          ``edges`` and ``thickness``.
+        - ``uns["ntf"]["sections"] = {"names", "z"}`` and ``uns["ntf"]["slab_sections"]`` with
+          ``axis``, ``edges`` and ``thickness``.
     """
     if not isinstance(adata, AnnData):
         raise TypeError(f"slab_sections expects an AnnData, got {type(adata).__name__}.")
-    if spatial_key not in adata.obsm:
-        raise KeyError(
-            f"adata.obsm has no {spatial_key!r} (available: {sorted(adata.obsm.keys())}); pass spatial_key=... "
-            "naming an (n, 3) coordinate array."
-        )
-    xyz = np.asarray(adata.obsm[spatial_key], dtype=np.float64)
-    if xyz.ndim != 2 or xyz.shape[1] != 3:
-        raise ValueError(
-            f"adata.obsm[{spatial_key!r}] has shape {xyz.shape}; slab_sections needs (n, 3) coordinates."
-        )
+    xyz = read_coords(adata, spatial_key, n_cols=3)
     if axis not in (0, 1, 2):
         raise ValueError(f"axis must be 0, 1 or 2, got {axis!r}.")
     if isinstance(n_slabs, bool) or not isinstance(n_slabs, (int, np.integer)) or n_slabs < 1:
         raise ValueError(f"n_slabs must be a positive integer, got {n_slabs!r}.")
-    if not np.isfinite(xyz).all():
-        raise ValueError(f"adata.obsm[{spatial_key!r}] contains NaN or inf; drop those cells first.")
 
     t = xyz[:, axis]
     lo, hi = float(t.min()), float(t.max())
@@ -173,29 +169,34 @@ def slab_sections(
     slab = slab[order]
     other = [(axis + 1) % 3, (axis + 2) % 3]
     xyz = xyz[order]
-    out.obs["section"] = pd.Categorical(np.array(all_names)[slab], categories=names, ordered=True)
-    out.obs["z"] = centres[slab]
-    out.obsm["spatial"] = xyz[:, other].copy()
-    out.obsm["spatial_3d"] = np.column_stack([xyz[:, other], centres[slab]])
-    out.obsm["spatial_3d_true"] = np.column_stack([xyz[:, other], xyz[:, axis]])
-    ntf = dict(out.uns.get("ntf", {}))
-    ntf["sections"] = {"names": names, "z": [float(centres[k]) for k in present]}
-    out.uns["ntf"] = ntf
-    out.uns["slab_sections"] = {
+    out.obs[Key.obs.section] = pd.Categorical(np.array(all_names)[slab], categories=names, ordered=True)
+    out.obs[Key.obs.z] = centres[slab]
+    out.obsm[Key.obsm.spatial] = xyz[:, other].copy()
+    out.obsm[Key.obsm.spatial_3d] = np.column_stack([xyz[:, other], centres[slab]])
+    out.obsm[Key.obsm.spatial_3d_true] = np.column_stack([xyz[:, other], xyz[:, axis]])
+    slabs = {
         "axis": int(axis),
         "n_slabs": int(n_slabs),
         "edges": [float(e) for e in edges],
         "thickness": float(edges[1] - edges[0]),
         "spatial_key": spatial_key,
     }
+    sections = {"names": names, "z": [float(centres[k]) for k in present]}
+    _set_ntf_uns(out, {Key.uns.sections: sections, Key.uns.slab_sections: slabs})
     return out
 
 
 # ------------------------------------------------------------------------------------------
 # Ståhl 2016 breast cancer (PASTE sample data)
 # ------------------------------------------------------------------------------------------
-def _counts_matrix(table: pd.DataFrame) -> sp.csr_matrix:
-    return sp.csr_matrix(table.to_numpy(dtype=np.float32))
+def _spot_section(table: pd.DataFrame, obs: pd.DataFrame, xy: np.ndarray, record: tuple) -> AnnData:
+    """One ST section: the raw counts of ``table`` (spots x genes) as float32 CSR, ``obs``,
+    ``obsm["spatial"] = xy`` and the source record ``(dataset, used, paths)``."""
+    var = pd.DataFrame(index=pd.Index(table.columns.astype(str)))
+    adata = AnnData(X=sp.csr_matrix(table.to_numpy(dtype=np.float32)), obs=obs, var=var)
+    adata.obsm[Key.obsm.spatial] = xy
+    _record_source(adata, *record)
+    return adata
 
 
 def breast_cancer_stahl(source: str = "auto") -> list[AnnData]:
@@ -225,7 +226,7 @@ def breast_cancer_stahl(source: str = "auto") -> list[AnnData]:
         Four AnnData in layer order. ``X``: raw counts, float32 CSR; ``obsm["spatial"]``: (x, y)
         array coordinates (float64); ``obs``: ``layer`` (1-4), ``section`` (``"layer1"`` ...),
         ``z`` (the layer index as an ordinal z), ``spot`` (original spot id);
-        ``uns["ntf_source"]`` and ``uns["ntf_dataset"]``.
+        ``uns["ntf"]["source"]`` and ``uns["ntf"]["dataset"]``.
     """
     d = "paste_breast_cancer_stahl"
     req = [f"{d}/slice{i}.csv" for i in range(1, 5)] + [f"{d}/slice{i}_coor.csv" for i in range(1, 5)]
@@ -240,15 +241,10 @@ def breast_cancer_stahl(source: str = "auto") -> list[AnnData]:
             )
         spots = table.index.astype(str)
         obs = pd.DataFrame(
-            {"layer": i, "section": f"layer{i}", "z": float(i), "spot": np.asarray(spots)},
+            {"layer": i, Key.obs.section: f"layer{i}", Key.obs.z: float(i), "spot": np.asarray(spots)},
             index=[f"layer{i}_{s}" for s in spots],
         )
-        a = AnnData(
-            X=_counts_matrix(table), obs=obs, var=pd.DataFrame(index=pd.Index(table.columns.astype(str)))
-        )
-        a.obsm["spatial"] = xy
-        _record_source(a, d, used, {k: v for k, v in paths.items() if f"slice{i}" in k})
-        out.append(a)
+        out.append(_spot_section(table, obs, xy, (d, used, {k: v for k, v in paths.items() if f"slice{i}" in k})))
     return out
 
 
@@ -286,8 +282,7 @@ def her2st(patient: str = "A", source: str = "auto") -> list[AnnData]:
     patient
         ``"A"`` to ``"H"``.
     source
-        ``"auto"`` (full local copy if present, else shipped subset), ``"shipped"`` or ``"full"``
-        (local copy, downloaded and checksum-verified if missing).
+        ``"auto"``, ``"shipped"`` or ``"full"`` (see :func:`breast_cancer_stahl`).
 
     Returns
     -------
@@ -296,7 +291,7 @@ def her2st(patient: str = "A", source: str = "auto") -> list[AnnData]:
         (new_x, new_y) float64; ``obs``: ``section`` (e.g. ``"A3"``), ``patient``,
         ``section_index`` (int), ``z`` (the section number as an ordinal z), ``array_x``,
         ``array_y``, ``new_x``, ``new_y``, ``pixel_x``, ``pixel_y``, and ``cluster`` /
-        ``pathology`` where available; ``uns["ntf_source"]``, ``uns["ntf_dataset"]``.
+        ``pathology`` where available; ``uns["ntf"]["source"]``, ``uns["ntf"]["dataset"]``.
     """
     d = "her2st_breast_cancer_serial"
     if not isinstance(patient, str) or patient.upper() not in list("ABCDEFGH"):
@@ -328,10 +323,10 @@ def her2st(patient: str = "A", source: str = "auto") -> list[AnnData]:
         sel = sel.loc[table.index]
         obs = pd.DataFrame(
             {
-                "section": sid,
+                Key.obs.section: sid,
                 "patient": patient,
                 "section_index": k,
-                "z": float(k),
+                Key.obs.z: float(k),
                 "array_x": sel["x"].to_numpy(),
                 "array_y": sel["y"].to_numpy(),
                 "new_x": sel["new_x"].to_numpy(dtype=np.float64),
@@ -360,12 +355,8 @@ def her2st(patient: str = "A", source: str = "auto") -> list[AnnData]:
             key_l = key_l[~key_l.index.duplicated()]
             key_o = [f"{x:.2f}_{y:.2f}" for x, y in zip(obs["new_x"], obs["new_y"], strict=True)]
             obs["pathology"] = pd.Categorical(key_l.reindex(key_o).to_numpy())
-        a = AnnData(
-            X=_counts_matrix(table), obs=obs, var=pd.DataFrame(index=pd.Index(table.columns.astype(str)))
-        )
-        a.obsm["spatial"] = obs[["new_x", "new_y"]].to_numpy(dtype=np.float64)
-        _record_source(a, d, used, {p: v for p, v in paths.items() if f"/{sid}" in p})
-        out.append(a)
+        xy = obs[["new_x", "new_y"]].to_numpy(dtype=np.float64)
+        out.append(_spot_section(table, obs, xy, (d, used, {p: v for p, v in paths.items() if f"/{sid}" in p})))
     return out
 
 
@@ -399,7 +390,7 @@ def starmap_cardiac_organoid(source: str = "auto", *, min_molecules: int = 1) ->
     AnnData
         About 1,125 cells x 8 genes; ``X`` counts (float32, dense), ``obsm["spatial_3d"]``
         (x, y, z voxels, float64), ``obsm["spatial"]`` (x, y), ``obs``: ``z`` (mean z of the cell's
-        molecules), ``n_molecules``, ``clustermap_id``; ``uns["ntf_source"]``, ``uns["ntf_dataset"]``.
+        molecules), ``n_molecules``, ``clustermap_id``; ``uns["ntf"]["source"]``, ``uns["ntf"]["dataset"]``.
     """
     d = "starmap_cardiac_organoid_3d"
     paths, used = resolve(d, [f"{d}/spots_all.csv"], source=source)
@@ -424,11 +415,11 @@ def starmap_cardiac_organoid(source: str = "auto", *, min_molecules: int = 1) ->
     )
     ok = n_mol >= int(min_molecules)
     obs = pd.DataFrame(
-        {"z": centre[ok, 2], "n_molecules": n_mol[ok], "clustermap_id": uniq[ok]},
+        {Key.obs.z: centre[ok, 2], "n_molecules": n_mol[ok], "clustermap_id": uniq[ok]},
         index=[f"cell{c}" for c in uniq[ok]],
     )
     adata = AnnData(X=counts[ok], obs=obs, var=pd.DataFrame(index=list(STARMAP_GENES)))
-    adata.obsm["spatial_3d"] = centre[ok]
-    adata.obsm["spatial"] = centre[ok, :2].copy()
+    adata.obsm[Key.obsm.spatial_3d] = centre[ok]
+    adata.obsm[Key.obsm.spatial] = centre[ok, :2].copy()
     _record_source(adata, d, used, paths)
     return adata

@@ -3,7 +3,7 @@
 Every generator has a *model* object that evaluates the noise-free field at any coordinates, so the
 truth exists everywhere (held-out sections, virtual sections, rendered volumes), not only at the
 sampled cells. The model is fully determined by the generator's parameters, which are stored in
-``adata.uns["synthetic"]``; :func:`synthetic_model` rebuilds it from an AnnData.
+``adata.uns["ntf"]["synthetic"]``; :func:`synthetic_model` rebuilds it from an AnnData.
 """
 
 from __future__ import annotations
@@ -11,6 +11,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 from anndata import AnnData
+
+from .._constants import Key
+from .._validate import check_coords
 
 __all__ = [
     "EmbryoModel",
@@ -80,22 +83,20 @@ def body_gradients(u, v, w, r, wave_phase: float) -> list:
     ]
 
 
-def _as_coords(coords, n_cols: int, what: str) -> np.ndarray:
-    arr = np.asarray(coords, dtype=np.float64)
-    if arr.ndim == 1 and arr.shape[0] == n_cols:
-        arr = arr[None, :]
-    if arr.ndim != 2 or arr.shape[1] != n_cols:
-        raise ValueError(
-            f"{what} needs coordinates of shape (n, {n_cols}); got shape {np.shape(coords)}. "
-            + (
-                "Pass (x, y, z, time) columns."
-                if n_cols == 4
-                else "Pass (x, y, z) columns in original units."
-            )
-        )
-    if not np.isfinite(arr).all():
-        raise ValueError(f"{what}: coordinates contain NaN or inf; pass finite coordinates.")
-    return arr
+def body_pattern(geo: np.random.Generator) -> tuple[np.ndarray, float, float]:
+    """The AP stripe boundaries (in u), their tilt along DV and the AP wave's phase, drawn from ``geo``.
+
+    Shared by the synthetic embryo and the synthetic atlas (``ntf_utils.atlas``).
+    """
+    boundaries = np.array([0.30, 0.50, 0.70]) + geo.uniform(-0.03, 0.03, 3)
+    tilt = 0.08 + geo.uniform(-0.02, 0.02)
+    wave_phase = geo.uniform(0, 2 * np.pi)
+    return boundaries, tilt, wave_phase
+
+
+def log_normalised(proportions: np.ndarray, target_sum: float) -> np.ndarray:
+    """Noise-free ``log1p(p * target_sum)`` of expression proportions, as float32."""
+    return np.log1p(proportions * target_sum).astype(np.float32)
 
 
 def _check_positive_int(value, name: str, minimum: int = 1) -> int:
@@ -156,7 +157,7 @@ class _FieldModel:
             (n, n_genes, 3) float64: d truth / d (x, y, z) per unit length. Genes with sharp domain
             boundaries have a step there, so their gradient is large (about 1/eps) on the boundary.
         """
-        c = _as_coords(coords, self.n_cols, "truth_gradient")
+        c = check_coords(coords, "truth_gradient", self.n_cols)
         grads = []
         for axis in range(3):
             step = np.zeros(self.n_cols)
@@ -206,11 +207,8 @@ class EmbryoModel(_FieldModel):
         self.target_sum = _check_positive_float(target_sum, "target_sum")
         self.c = self.n_sections * self.section_spacing / 2.0
         self.zc = (self.n_sections - 1) * self.section_spacing / 2.0
-        geo = np.random.default_rng([self.seed, 3])
         # AP stripe boundaries (in u = (x + a) / 2a), tilted by the DV position.
-        self.boundaries = np.array([0.30, 0.50, 0.70]) + geo.uniform(-0.03, 0.03, 3)
-        self.tilt = 0.08 + geo.uniform(-0.02, 0.02)
-        self.wave_phase = geo.uniform(0, 2 * np.pi)
+        self.boundaries, self.tilt, self.wave_phase = body_pattern(np.random.default_rng([self.seed, 3]))
         self.domains = self._domain_names()
         self.genes = self._make_genes()
 
@@ -245,12 +243,12 @@ class EmbryoModel(_FieldModel):
 
     def inside(self, coords) -> np.ndarray:
         """Boolean mask (n,) of the points inside the body."""
-        c = _as_coords(coords, self.n_cols, "inside")
+        c = check_coords(coords, "inside", self.n_cols)
         return self._geometry(c)[3] <= 1.0
 
     def domain(self, coords) -> np.ndarray:
         """True domain name per point, ``"outside"`` outside the body; (n,) object array."""
-        c = _as_coords(coords, self.n_cols, "domain")
+        c = check_coords(coords, "domain", self.n_cols)
         codes = self._domain_codes(c, *self._geometry(c))
         names = np.array(list(self.domains) + [OUTSIDE], dtype=object)
         return names[codes]  # -1 picks the trailing "outside"
@@ -343,7 +341,7 @@ class EmbryoModel(_FieldModel):
 
     def proportions(self, coords) -> np.ndarray:
         """Expression proportions ``p`` (n, n_genes), rows summing to 1 (noise-free)."""
-        c = _as_coords(coords, self.n_cols, "proportions")
+        c = check_coords(coords, "proportions", self.n_cols)
         mu = self._log_rate(c)
         e = np.exp(mu - mu.max(axis=1, keepdims=True))
         return e / e.sum(axis=1, keepdims=True)
@@ -354,7 +352,7 @@ class EmbryoModel(_FieldModel):
         Defined everywhere (also outside the body, where it continues smoothly); use
         :meth:`inside` to mask.
         """
-        return np.log1p(self.proportions(coords) * self.target_sum).astype(np.float32)
+        return log_normalised(self.proportions(coords), self.target_sum)
 
 
 class TimeseriesEmbryoModel(EmbryoModel):
@@ -383,36 +381,41 @@ class TimeseriesEmbryoModel(EmbryoModel):
         return np.where(tail, len(EMBRYO_DOMAINS), codes)
 
 
-def _resolve_model_args(adata, generator: str, given: dict, defaults: dict) -> dict:
+def _synthetic_info(adata: AnnData) -> dict:
+    """``adata.uns["ntf"]["synthetic"]``: the parameters of the generator that made ``adata``."""
+    ntf = adata.uns.get(Key.uns.ntf) if isinstance(adata, AnnData) else None
+    info = ntf.get(Key.uns.synthetic) if isinstance(ntf, dict) else None
+    if not isinstance(info, dict) or "generator" not in info:
+        raise KeyError(
+            "adata.uns['ntf']['synthetic'] with a 'generator' entry is missing: this AnnData was not made by an "
+            "ntf_utils.datasets.synthetic_* function (or the entry was removed)."
+        )
+    return info
+
+
+def _model_for(adata, generator: str, **given):
+    """The truth model of ``adata`` (made by ``generator``), or one from the given parameters (None: default)."""
+    cls, defaults = _GENERATORS[generator]
     explicit = {k: v for k, v in given.items() if v is not None}
     if adata is None:
-        return {**defaults, **explicit}
+        return cls(**{**defaults, **explicit})
     if explicit:
         raise ValueError(
             f"pass either adata or the generator parameters ({sorted(explicit)}), not both: the "
-            "parameters are read from adata.uns['synthetic']."
+            "parameters are read from adata.uns['ntf']['synthetic']."
         )
     model = synthetic_model(adata)
-    if _model_generator(adata) != generator:
+    made_by = str(_synthetic_info(adata)["generator"])
+    if made_by != generator:
         raise ValueError(
-            f"adata was made by {_model_generator(adata)!r}, not {generator!r}; call "
+            f"adata was made by {made_by!r}, not {generator!r}; call "
             f"ntf_utils.datasets.synthetic_model(adata).truth(coords) instead."
         )
-    return {"model": model}
-
-
-def _model_generator(adata: AnnData) -> str:
-    info = adata.uns.get("synthetic") if isinstance(adata, AnnData) else None
-    if not isinstance(info, dict) or "generator" not in info:
-        raise KeyError(
-            "adata.uns['synthetic'] with a 'generator' entry is missing: this AnnData was not made by an "
-            "ntf_utils.datasets.synthetic_* function (or the entry was removed)."
-        )
-    return str(info["generator"])
+    return model
 
 
 def synthetic_model(adata: AnnData):
-    """Rebuild the ground-truth model of a synthetic AnnData from ``adata.uns["synthetic"]``.
+    """Rebuild the ground-truth model of a synthetic AnnData from ``adata.uns["ntf"]["synthetic"]``.
 
     Parameters
     ----------
@@ -426,36 +429,25 @@ def synthetic_model(adata: AnnData):
         Has ``truth(coords)``, ``truth_gradient(coords)`` and ``inside(coords)``, plus
         ``domain(coords)`` (embryo) or ``region(coords)`` (tumour).
     """
-    gen = _model_generator(adata)
-    p = adata.uns["synthetic"]
-    if gen == "synthetic_embryo":
-        return EmbryoModel(
-            int(p["n_sections"]),
-            float(p["section_spacing"]),
-            int(p["n_genes"]),
-            int(p["seed"]),
-            float(p["target_sum"]),
-        )
-    if gen == "synthetic_timeseries":
-        return TimeseriesEmbryoModel(
-            int(p["n_sections"]),
-            float(p["section_spacing"]),
-            int(p["n_genes"]),
-            int(p["seed"]),
-            float(p["target_sum"]),
-        )
-    if gen == "synthetic_tumour_proteomics":
-        return TumourModel(int(p["n_sections"]), float(p["section_spacing"]), int(p["seed"]))
-    raise ValueError(f"unknown synthetic generator {gen!r} in adata.uns['synthetic'].")
+    info = _synthetic_info(adata)
+    gen = str(info["generator"])
+    if gen not in _GENERATORS:
+        raise ValueError(f"unknown synthetic generator {gen!r} in adata.uns['ntf']['synthetic'].")
+    cls, defaults = _GENERATORS[gen]
+    return cls(**{name: type(default)(info[name]) for name, default in defaults.items()})
 
 
 # ------------------------------------------------------------------------------------------
 # embryo
 # ------------------------------------------------------------------------------------------
-def _check_noise(noise, dispersion):
+def _check_sampling(n_sections, cells_per_section, library_size, noise, dispersion) -> tuple:
+    """The checked ``(n_sections, cells_per_section, library_size, dispersion)`` of a counts generator."""
+    n_sections = _check_positive_int(n_sections, "n_sections")
+    cells_per_section = _check_positive_int(cells_per_section, "cells_per_section")
+    library_size = _check_positive_float(library_size, "library_size")
     if noise not in ("poisson", "nb"):
         raise ValueError(f"noise must be 'poisson' or 'nb' (negative binomial), got {noise!r}.")
-    return _check_positive_float(dispersion, "dispersion")
+    return n_sections, cells_per_section, library_size, _check_positive_float(dispersion, "dispersion")
 
 
 def _finish_counts(rng, props, n_cells, library_size, library_sdlog, noise, dispersion):
@@ -467,14 +459,45 @@ def _finish_counts(rng, props, n_cells, library_size, library_sdlog, noise, disp
     return counts, lib, target_sum
 
 
-def _stacked_anndata(counts, truth, obs, spatial_3d, var, sections, uns_synthetic):
-    adata = AnnData(X=counts, obs=obs, var=var)
-    adata.layers["counts"] = counts.copy()
-    adata.layers["truth"] = truth
-    adata.obsm["spatial_3d"] = spatial_3d.astype(np.float64)
-    adata.obsm["spatial"] = spatial_3d[:, :2].astype(np.float64).copy()
-    adata.uns["ntf"] = {"sections": sections}
-    adata.uns["synthetic"] = uns_synthetic
+def _set_coords(adata: AnnData, xyz: np.ndarray) -> None:
+    """``obsm["spatial_3d"]`` (x, y, z) and ``obsm["spatial"]`` (x, y), float64."""
+    adata.obsm[Key.obsm.spatial_3d] = xyz.astype(np.float64)
+    adata.obsm[Key.obsm.spatial] = xyz[:, :2].astype(np.float64)
+
+
+def _section_obs(section_names: list[str], n_per, columns: dict) -> pd.DataFrame:
+    """``obs`` of cells stored section by section (``n_per[k]`` cells of ``section_names[k]``), named
+    ``"<section>_c<j>"``: the ordered categorical ``section`` column, then ``columns``."""
+    sec_idx = np.repeat(np.arange(len(section_names)), n_per)
+    section = pd.Categorical(np.array(section_names)[sec_idx], categories=section_names, ordered=True)
+    index = [f"{name}_c{j}" for name, n in zip(section_names, n_per) for j in range(n)]
+    return pd.DataFrame({Key.obs.section: section, **columns}, index=index)
+
+
+def _embryo_anndata(model, rng, coords, section_names, n_per, sections: dict, params: dict) -> AnnData:
+    """Counts drawn at ``coords`` ((n, 3), or (n, 4) with time) of the embryo ``model``, as a stacked AnnData.
+
+    ``params`` are the generator's parameters (with ``library_size``, ``library_sdlog``, ``noise`` and
+    ``dispersion``); the median total count becomes ``model.target_sum``, the scale of ``layers["truth"]``.
+    """
+    props = model.proportions(coords)
+    counts, lib, target_sum = _finish_counts(
+        rng, props, len(coords), params["library_size"], params["library_sdlog"], params["noise"], params["dispersion"]
+    )
+    model.target_sum = target_sum
+    columns = {Key.obs.z: coords[:, 2].astype(np.float64)}
+    if coords.shape[1] == 4:
+        columns[Key.obs.time] = coords[:, 3]
+    columns[Key.obs.true_domain] = pd.Categorical(model.domain(coords), categories=list(model.domains))
+    columns[Key.obs.library_size] = lib
+    adata = AnnData(X=counts, obs=_section_obs(section_names, n_per, columns), var=model.genes.copy())
+    adata.layers[Key.layers.counts] = counts.copy()
+    adata.layers[Key.layers.truth] = log_normalised(props, target_sum)
+    _set_coords(adata, coords[:, :3])
+    adata.uns[Key.uns.ntf] = {
+        Key.uns.sections: sections,
+        Key.uns.synthetic: {**params, "seed": model.seed, "target_sum": target_sum, "domains": list(model.domains)},
+    }
     return adata
 
 
@@ -551,7 +574,7 @@ def synthetic_embryo(
         - ``var``: ``kind``, ``feature``, ``axis``, ``domain``, ``base``, ``amplitude``,
           ``domain_amplitude`` of each gene;
         - ``uns["ntf"]["sections"] = {"names": [...], "z": [...]}``;
-        - ``uns["synthetic"]``: the generator's parameters and ``target_sum``. Rebuild the truth
+        - ``uns["ntf"]["synthetic"]``: the generator's parameters and ``target_sum``. Rebuild the truth
           anywhere with :func:`synthetic_embryo_truth` ``(coords, adata)`` or
           :func:`synthetic_model`.
 
@@ -567,10 +590,9 @@ def synthetic_embryo(
     >>> ntf.datasets.synthetic_embryo_truth(grid, adata).shape
     (2, 40)
     """
-    n_sections = _check_positive_int(n_sections, "n_sections")
-    cells_per_section = _check_positive_int(cells_per_section, "cells_per_section")
-    library_size = _check_positive_float(library_size, "library_size")
-    dispersion = _check_noise(noise, dispersion)
+    n_sections, cells_per_section, library_size, dispersion = _check_sampling(
+        n_sections, cells_per_section, library_size, noise, dispersion
+    )
     if float(library_sdlog) < 0:
         raise ValueError(f"library_sdlog must be >= 0, got {library_sdlog!r}.")
     model = EmbryoModel(n_sections, section_spacing, n_genes, seed, target_sum=library_size)
@@ -579,34 +601,14 @@ def synthetic_embryo(
     z_sec = np.arange(n_sections) * model.section_spacing
     frac = 1.0 - ((z_sec - model.zc) / model.c) ** 2  # relative cross-section area
     n_per = np.maximum(1, np.round(cells_per_section * n_sections * frac / frac.sum()).astype(int))
-    names = _section_names(n_sections)
-
     xy = np.concatenate(
         [
             _sample_ellipse(rng, n, model.a0 * np.sqrt(f), model.b0 * np.sqrt(f))
             for n, f in zip(n_per, frac, strict=True)
         ]
     )
-    sec_idx = np.repeat(np.arange(n_sections), n_per)
-    coords = np.column_stack([xy, z_sec[sec_idx]])
-
-    props = model.proportions(coords)
-    counts, lib, target_sum = _finish_counts(
-        rng, props, len(coords), library_size, float(library_sdlog), noise, dispersion
-    )
-    model.target_sum = target_sum
-    truth = np.log1p(props * target_sum).astype(np.float32)
-
-    obs = pd.DataFrame(
-        {
-            "section": pd.Categorical(np.array(names)[sec_idx], categories=names, ordered=True),
-            "z": coords[:, 2].astype(np.float64),
-            "domain": pd.Categorical(model.domain(coords), categories=list(model.domains)),
-            "library_size": lib,
-        },
-        index=[f"{names[s]}_c{j}" for s, n in enumerate(n_per) for j in range(n)],
-    )
-    var = model.genes.copy()
+    coords = np.column_stack([xy, np.repeat(z_sec, n_per)])
+    names = _section_names(n_sections)
     params = {
         "generator": "synthetic_embryo",
         "n_sections": n_sections,
@@ -617,14 +619,11 @@ def synthetic_embryo(
         "noise": noise,
         "dispersion": dispersion,
         "library_sdlog": float(library_sdlog),
-        "seed": model.seed,
-        "target_sum": target_sum,
-        "domains": list(model.domains),
         "semi_axes": [model.a0, model.b0, model.c],
         "centre": [0.0, 0.0, model.zc],
     }
     sections = {"names": names, "z": [float(z) for z in z_sec]}
-    return _stacked_anndata(counts, truth, obs, coords, var, sections, params)
+    return _embryo_anndata(model, rng, coords, names, n_per, sections, params)
 
 
 def synthetic_embryo_truth(
@@ -644,7 +643,7 @@ def synthetic_embryo_truth(
     coords
         (n, 3) array of (x, y, z) in the units of ``obsm["spatial_3d"]``.
     adata
-        An AnnData from :func:`synthetic_embryo`; its ``uns["synthetic"]`` gives the parameters
+        An AnnData from :func:`synthetic_embryo`; its ``uns["ntf"]["synthetic"]`` gives the parameters
         (including the ``target_sum`` of its counts). Pass either ``adata`` or the parameters.
     n_sections, n_genes, section_spacing, seed
         The generator's parameters (defaults 24, 40, 10.0, 0) when ``adata`` is not given.
@@ -658,19 +657,10 @@ def synthetic_embryo_truth(
         (n, n_genes) float32, columns in ``adata.var_names`` order. Points outside the body get the
         smooth continuation of the field; mask them with ``synthetic_embryo_domain(...) != "outside"``.
     """
-    args = _resolve_model_args(
-        adata,
-        "synthetic_embryo",
-        {
-            "n_sections": n_sections,
-            "n_genes": n_genes,
-            "section_spacing": section_spacing,
-            "seed": seed,
-            "target_sum": target_sum,
-        },
-        {"n_sections": 24, "n_genes": 40, "section_spacing": 10.0, "seed": 0, "target_sum": 2000.0},
+    model = _model_for(
+        adata, "synthetic_embryo", n_sections=n_sections, n_genes=n_genes, section_spacing=section_spacing,
+        seed=seed, target_sum=target_sum,
     )
-    model = args.pop("model", None) or EmbryoModel(**args)
     return model.truth(coords)
 
 
@@ -698,13 +688,7 @@ def synthetic_embryo_domain(
     numpy.ndarray
         (n,) object array of domain names; ``"outside"`` outside the body.
     """
-    args = _resolve_model_args(
-        adata,
-        "synthetic_embryo",
-        {"n_sections": n_sections, "section_spacing": section_spacing, "seed": seed},
-        {"n_sections": 24, "section_spacing": 10.0, "seed": 0},
-    )
-    model = args.pop("model", None) or EmbryoModel(n_genes=1, **args)
+    model = _model_for(adata, "synthetic_embryo", n_sections=n_sections, section_spacing=section_spacing, seed=seed)
     return model.domain(coords)
 
 
@@ -749,10 +733,9 @@ def synthetic_timeseries(
         The truth at any (x, y, z, t) is :func:`synthetic_timeseries_truth`.
     """
     n_times = _check_positive_int(n_times, "n_times")
-    n_sections = _check_positive_int(n_sections, "n_sections")
-    cells_per_section = _check_positive_int(cells_per_section, "cells_per_section")
-    library_size = _check_positive_float(library_size, "library_size")
-    dispersion = _check_noise(noise, dispersion)
+    n_sections, cells_per_section, library_size, dispersion = _check_sampling(
+        n_sections, cells_per_section, library_size, noise, dispersion
+    )
     model = TimeseriesEmbryoModel(n_sections, section_spacing, n_genes, seed, target_sum=library_size)
     rng = np.random.default_rng([model.seed, 1])
     times = np.linspace(0.0, 1.0, n_times) if n_times > 1 else np.zeros(1)
@@ -760,7 +743,7 @@ def synthetic_timeseries(
     z_sec = np.arange(n_sections) * model.section_spacing
     frac = 1.0 - ((z_sec - model.zc) / model.c) ** 2
     sec_names = _section_names(n_sections)
-    names, sec_z, sec_t, blocks, name_per_cell = [], [], [], [], []
+    names, sec_z, sec_t, blocks = [], [], [], []
     for ti, t in enumerate(times):
         a_t = 200.0 + 100.0 * t
         n_per = np.maximum(
@@ -773,26 +756,6 @@ def synthetic_timeseries(
             sec_t.append(float(t))
             xy = _sample_ellipse(rng, n_per[k], a_t * np.sqrt(frac[k]), model.b0 * np.sqrt(frac[k]))
             blocks.append(np.column_stack([xy, np.full(n_per[k], z_sec[k]), np.full(n_per[k], t)]))
-            name_per_cell += [f"{name}_c{j}" for j in range(n_per[k])]
-    coords4 = np.concatenate(blocks)
-    sec_of_cell = np.repeat(np.arange(len(names)), [len(b) for b in blocks])
-
-    props = model.proportions(coords4)
-    counts, lib, target_sum = _finish_counts(
-        rng, props, len(coords4), library_size, float(library_sdlog), noise, dispersion
-    )
-    model.target_sum = target_sum
-    truth = np.log1p(props * target_sum).astype(np.float32)
-    obs = pd.DataFrame(
-        {
-            "section": pd.Categorical(np.array(names)[sec_of_cell], categories=names, ordered=True),
-            "z": coords4[:, 2],
-            "time": coords4[:, 3],
-            "domain": pd.Categorical(model.domain(coords4), categories=list(model.domains)),
-            "library_size": lib,
-        },
-        index=name_per_cell,
-    )
     params = {
         "generator": "synthetic_timeseries",
         "n_times": n_times,
@@ -805,12 +768,10 @@ def synthetic_timeseries(
         "noise": noise,
         "dispersion": dispersion,
         "library_sdlog": float(library_sdlog),
-        "seed": model.seed,
-        "target_sum": target_sum,
-        "domains": list(model.domains),
     }
     sections = {"names": names, "z": sec_z, "time": sec_t}
-    return _stacked_anndata(counts, truth, obs, coords4[:, :3], model.genes.copy(), sections, params)
+    n_per_section = [len(b) for b in blocks]
+    return _embryo_anndata(model, rng, np.concatenate(blocks), names, n_per_section, sections, params)
 
 
 def synthetic_timeseries_truth(
@@ -839,19 +800,10 @@ def synthetic_timeseries_truth(
     numpy.ndarray
         (n, n_genes) float32.
     """
-    args = _resolve_model_args(
-        adata,
-        "synthetic_timeseries",
-        {
-            "n_sections": n_sections,
-            "n_genes": n_genes,
-            "section_spacing": section_spacing,
-            "seed": seed,
-            "target_sum": target_sum,
-        },
-        {"n_sections": 12, "n_genes": 40, "section_spacing": 20.0, "seed": 0, "target_sum": 2000.0},
+    model = _model_for(
+        adata, "synthetic_timeseries", n_sections=n_sections, n_genes=n_genes, section_spacing=section_spacing,
+        seed=seed, target_sum=target_sum,
     )
-    model = args.pop("model", None) or TimeseriesEmbryoModel(**args)
     return model.truth(coords)
 
 
@@ -932,14 +884,14 @@ class TumourModel(_FieldModel):
 
     def rho(self, coords) -> np.ndarray:
         """Normalised radial coordinate (n,): < 1 inside the tumour, 1 on its boundary."""
-        c = _as_coords(coords, 3, "rho")
+        c = check_coords(coords, "rho", 3)
         d = (c - self.centre) / self.semi_axes
         phi = np.arctan2(d[:, 1], d[:, 0])
         return np.sqrt((d**2).sum(axis=1)) / (1.0 + self.lobe_amp * np.sin(3 * phi + self.lobe_phase))
 
     def outward(self, coords, *, eps: float = 0.5) -> np.ndarray:
         """Unit vectors (n, 3) pointing away from the tumour centre (normalised gradient of rho)."""
-        c = _as_coords(coords, 3, "outward")
+        c = check_coords(coords, "outward", 3)
         g = np.stack([(self.rho(c + e) - self.rho(c - e)) / (2 * eps) for e in np.eye(3) * eps], axis=1)
         return g / np.maximum(np.linalg.norm(g, axis=1, keepdims=True), 1e-12)
 
@@ -957,7 +909,7 @@ class TumourModel(_FieldModel):
 
     def intensity(self, coords) -> np.ndarray:
         """Mean marker intensity (ion counts) per point, (n, n_markers) float64, before arcsinh."""
-        c = _as_coords(coords, 3, "intensity")
+        c = check_coords(coords, "intensity", 3)
         rho = self.rho(c)
         tum = _sigmoid((1.0 - rho) / 0.03)
         out = 1.0 - tum
@@ -1005,7 +957,7 @@ def synthetic_tumour_proteomics(
     tumour (see :class:`TumourModel`) sits in a 1000 x 1000 um field of view and is sectioned at
     ``z = k * section_spacing``. Fifteen markers (panCK, Ki-67, E-cadherin, P-cadherin, Vimentin,
     CD45, CD3, CD68, aSMA, HER2, CA9, Collagen I, CD20, Histone H3, DNA1) follow known
-    patterns (``adata.uns["synthetic"]["expected"]``), among them:
+    patterns (``adata.uns["ntf"]["synthetic"]["expected"]``), among them:
 
     - Ki-67 increases towards the invasive front and is low in the hypoxic core;
     - E-cadherin decreases towards the invasive front and towards the hypoxic core;
@@ -1035,8 +987,8 @@ def synthetic_tumour_proteomics(
         Stacked AnnData (``docs/architecture.md``): ``X`` = ``arcsinh(intensity / 5)`` (float32),
         ``layers["intensity"]`` the raw ion counts, ``layers["truth"]`` the noise-free
         ``arcsinh(I / 5)``, ``obs`` ``section`` / ``z`` / ``region`` (categorical), ``obsm["spatial"]``
-        and ``obsm["spatial_3d"]`` in um, ``uns["ntf"]["sections"]``, ``uns["transform"]`` and
-        ``uns["synthetic"]`` (with ``synthetic=True`` and the expected patterns). Truth and its
+        and ``obsm["spatial_3d"]`` in um, and ``uns["ntf"]`` with ``"sections"``, ``"transform"`` and
+        ``"synthetic"`` (with ``synthetic=True`` and the expected patterns). Truth and its
         gradient anywhere: :func:`synthetic_tumour_truth`, :func:`synthetic_tumour_truth_gradient`;
         :func:`synthetic_model` gives the :class:`TumourModel` (``rho``, ``outward``, ``region``).
     """
@@ -1058,24 +1010,20 @@ def synthetic_tumour_proteomics(
     )
     X = np.arcsinh(obs_int / model.cofactor).astype(np.float32)
     truth = np.arcsinh(mean_int / model.cofactor).astype(np.float32)
-    sec_idx = np.repeat(np.arange(n_sections), cells_per_section)
-    obs = pd.DataFrame(
+    obs = _section_obs(
+        names,
+        [cells_per_section] * n_sections,
         {
-            "section": pd.Categorical(np.array(names)[sec_idx], categories=names, ordered=True),
-            "z": coords[:, 2],
-            "region": pd.Categorical(model.region(coords), categories=list(model.regions)),
+            Key.obs.z: coords[:, 2],
+            Key.obs.region: pd.Categorical(model.region(coords), categories=list(model.regions)),
         },
-        index=[f"{names[s]}_c{j}" for s in range(n_sections) for j in range(cells_per_section)],
     )
     var = pd.DataFrame({"expected": [TUMOUR_EXPECTED[m] for m in model.markers]}, index=list(model.markers))
     adata = AnnData(X=X, obs=obs, var=var)
-    adata.layers["intensity"] = obs_int
-    adata.layers["truth"] = truth
-    adata.obsm["spatial_3d"] = coords.astype(np.float64)
-    adata.obsm["spatial"] = coords[:, :2].copy()
-    adata.uns["ntf"] = {"sections": {"names": names, "z": [float(z) for z in z_sec]}}
-    adata.uns["transform"] = {"name": "arcsinh", "cofactor": 5.0, "formula": "X = arcsinh(intensity / 5)"}
-    adata.uns["synthetic"] = {
+    adata.layers[Key.layers.intensity] = obs_int
+    adata.layers[Key.layers.truth] = truth
+    _set_coords(adata, coords)
+    synthetic = {
         "generator": "synthetic_tumour_proteomics",
         "synthetic": True,
         "note": "SYNTHETIC data made by ntf_utils.datasets.synthetic_tumour_proteomics; not measurements.",
@@ -1090,17 +1038,25 @@ def synthetic_tumour_proteomics(
         "tumour_semi_axes": [float(v) for v in model.semi_axes],
         "expected": dict(TUMOUR_EXPECTED),
     }
+    adata.uns[Key.uns.ntf] = {
+        Key.uns.sections: {"names": names, "z": [float(z) for z in z_sec]},
+        Key.uns.transform: {"name": "arcsinh", "cofactor": 5.0, "formula": "X = arcsinh(intensity / 5)"},
+        Key.uns.synthetic: synthetic,
+    }
     return adata
 
 
-def _tumour_model(adata, n_sections, section_spacing, seed) -> TumourModel:
-    args = _resolve_model_args(
-        adata,
-        "synthetic_tumour_proteomics",
-        {"n_sections": n_sections, "section_spacing": section_spacing, "seed": seed},
-        {"n_sections": 12, "section_spacing": 10.0, "seed": 0},
-    )
-    return args.pop("model", None) or TumourModel(**args)
+_GENERATORS = {  # generator -> (its truth model, the model's parameters with their defaults)
+    "synthetic_embryo": (
+        EmbryoModel,
+        {"n_sections": 24, "section_spacing": 10.0, "n_genes": 40, "seed": 0, "target_sum": 2000.0},
+    ),
+    "synthetic_timeseries": (
+        TimeseriesEmbryoModel,
+        {"n_sections": 12, "section_spacing": 20.0, "n_genes": 40, "seed": 0, "target_sum": 2000.0},
+    ),
+    "synthetic_tumour_proteomics": (TumourModel, {"n_sections": 12, "section_spacing": 10.0, "seed": 0}),
+}
 
 
 def synthetic_tumour_truth(
@@ -1127,7 +1083,10 @@ def synthetic_tumour_truth(
     numpy.ndarray
         (n, n_markers) float32, columns in marker order (``adata.var_names``).
     """
-    return _tumour_model(adata, n_sections, section_spacing, seed).truth(coords)
+    model = _model_for(
+        adata, "synthetic_tumour_proteomics", n_sections=n_sections, section_spacing=section_spacing, seed=seed
+    )
+    return model.truth(coords)
 
 
 def synthetic_tumour_truth_gradient(
@@ -1158,4 +1117,7 @@ def synthetic_tumour_truth_gradient(
         (n, n_markers, 3) float64: d arcsinh(I/5) / d(x, y, z) per um. Compare with
         ``synthetic_model(adata).outward(coords)`` to check that, e.g., Ki-67 increases outward.
     """
-    return _tumour_model(adata, n_sections, section_spacing, seed).truth_gradient(coords, eps=eps)
+    model = _model_for(
+        adata, "synthetic_tumour_proteomics", n_sections=n_sections, section_spacing=section_spacing, seed=seed
+    )
+    return model.truth_gradient(coords, eps=eps)

@@ -2,58 +2,57 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
 
+from .._constants import Key
 from . import _utils as U
+
+__all__ = ["cells_3d", "sections_3d", "domains_3d"]
 
 
 def _hover(label: str, units: str | None) -> str:
-    unit = f" {units}" if units else ""
-    return (
-        f"x=%{{x:.4g}}{unit}<br>y=%{{y:.4g}}{unit}<br>z=%{{z:.4g}}{unit}"
-        f"<br>{label.replace('<br>', ' ')}=%{{marker.color:.3g}}<extra></extra>"
-    )
+    return f"{U.xyz_hover(units)}<br>{label.replace('<br>', ' ')}=%{{marker.color:.3g}}<extra></extra>"
+
+
+def _scatter(xyz, sel, **kwargs):
+    """A ``Scatter3d`` of markers at the rows ``sel`` of ``xyz``."""
+    import plotly.graph_objects as go
+
+    return go.Scatter3d(x=xyz[sel, 0], y=xyz[sel, 1], z=xyz[sel, 2], mode="markers", **kwargs)
+
+
+def _na_trace(xyz, sel, name: str, point_size, opacity):
+    """Grey, fainter markers for cells without a value."""
+    marker = dict(size=point_size, color=U.NA_COLOR, line=dict(width=0))
+    return _scatter(xyz, sel, name=name, marker=marker, opacity=opacity * 0.6, hoverinfo="skip")
 
 
 def _continuous_traces(xyz, values, spec, *, point_size, colorscale, opacity, cmin, cmax, units, name=None):
     """A colour-mapped point trace (plus a grey 'NA' trace for NaN values)."""
-    import plotly.graph_objects as go
-
     traces = []
     finite = np.isfinite(values)
     if not finite.all():
-        na = ~finite
-        traces.append(
-            go.Scatter3d(
-                x=xyz[na, 0],
-                y=xyz[na, 1],
-                z=xyz[na, 2],
-                mode="markers",
-                name="NA (no value)",
-                marker=dict(size=point_size, color=U.NA_COLOR, line=dict(width=0)),
-                opacity=opacity * 0.6,
-                hoverinfo="skip",
-            )
-        )
+        traces.append(_na_trace(xyz, ~finite, "NA (no value)", point_size, opacity))
+    marker = dict(
+        size=point_size,
+        color=U.f32(values[finite]),
+        colorscale=colorscale,
+        cmin=cmin,
+        cmax=cmax,
+        colorbar=U.colorbar(spec.label),
+        showscale=True,
+        line=dict(width=0),
+    )
     traces.append(
-        go.Scatter3d(
-            x=xyz[finite, 0],
-            y=xyz[finite, 1],
-            z=xyz[finite, 2],
-            mode="markers",
+        _scatter(
+            xyz,
+            finite,
             name=name or spec.key,
             showlegend=False,
-            marker=dict(
-                size=point_size,
-                color=U.f32(values[finite]),
-                colorscale=colorscale,
-                cmin=cmin,
-                cmax=cmax,
-                colorbar=U.colorbar(spec.label),
-                showscale=True,
-                line=dict(width=0),
-            ),
+            marker=marker,
             opacity=opacity,
             hovertemplate=_hover(spec.label, units),
         )
@@ -63,41 +62,64 @@ def _continuous_traces(xyz, values, spec, *, point_size, colorscale, opacity, cm
 
 def _categorical_traces(xyz, labels, spec, *, point_size, opacity, units):
     """One trace per category (legend entry = category), plus 'NA' for missing labels."""
-    import plotly.graph_objects as go
-
-    unit = f" {units}" if units else ""
     traces = []
     missing = pd.isna(labels)
     for cat, color in zip(spec.categories, spec.colors):
-        sel = (labels == cat) & ~missing
         traces.append(
-            go.Scatter3d(
-                x=xyz[sel, 0],
-                y=xyz[sel, 1],
-                z=xyz[sel, 2],
-                mode="markers",
+            _scatter(
+                xyz,
+                (labels == cat) & ~missing,
                 name=str(cat),
                 legendgroup=str(cat),
                 marker=dict(size=point_size, color=color, line=dict(width=0)),
                 opacity=opacity,
-                hovertemplate=f"{spec.key}={cat}<br>x=%{{x:.4g}}{unit}<br>y=%{{y:.4g}}{unit}"
-                f"<br>z=%{{z:.4g}}{unit}<extra></extra>",
+                hovertemplate=f"{spec.key}={cat}<br>{U.xyz_hover(units)}<extra></extra>",
             )
         )
     if missing.any():
-        traces.append(
-            go.Scatter3d(
-                x=xyz[missing, 0],
-                y=xyz[missing, 1],
-                z=xyz[missing, 2],
-                mode="markers",
-                name="NA",
-                marker=dict(size=point_size, color=U.NA_COLOR, line=dict(width=0)),
-                opacity=opacity * 0.6,
-                hoverinfo="skip",
-            )
-        )
+        traces.append(_na_trace(xyz, missing, "NA", point_size, opacity))
     return traces
+
+
+@dataclass
+class _Points:
+    """The cells a point view draws: all coordinates, the subsample shown and how to colour it."""
+
+    xyz_all: np.ndarray  # (n_obs, 3) float64, every cell
+    idx: np.ndarray | None  # indices of the shown cells (None: all)
+    spec: U.ColorSpec
+    units: str | None
+    seed: int
+
+    @property
+    def xyz(self) -> np.ndarray:
+        """(n_shown, 3) float32 coordinates of the shown cells."""
+        return U.f32(self.xyz_all if self.idx is None else self.xyz_all[self.idx])
+
+    @property
+    def values(self) -> np.ndarray:
+        """Colour values (or labels) of the shown cells."""
+        return self.spec.take(self.idx)
+
+    def title(self, main: str) -> str:
+        return U.title_text(main, U.subsample_note(len(self.xyz_all), self.idx, "cells", self.seed))
+
+    def scene(self) -> dict:
+        return U.scene(self.units, ranges=U.range_of(self.xyz_all))
+
+
+def _points(adata, color, *, layer, spatial_key, max_points, seed, palette, units, section_key=None) -> _Points:
+    """Read and check what a point view of ``adata`` coloured by ``color`` needs (``obs[section_key]`` too)."""
+    U.check_adata(adata)
+    if section_key is not None and section_key not in adata.obs.columns:
+        raise KeyError(
+            f"adata.obs has no column {section_key!r}; available columns: {list(map(str, adata.obs.columns))}. "
+            "Stack sections with ntf_utils.pp.stack_sections (writes obs['section']) or pass section_key=..."
+        )
+    xyz_all = U.coords_3d(adata, spatial_key)
+    spec = U.resolve_color(adata, color, layer, palette)
+    units = U.units_of(adata, units)
+    return _Points(xyz_all, U.subsample(adata.n_obs, max_points, seed), spec, units, seed)
 
 
 def cells_3d(
@@ -105,7 +127,7 @@ def cells_3d(
     color: str,
     *,
     layer: str | None = None,
-    spatial_key: str = "spatial_3d",
+    spatial_key: str = Key.obsm.spatial_3d,
     max_points: int | None = 300_000,
     point_size: float = 2.0,
     colorscale: str = "Viridis",
@@ -169,31 +191,27 @@ def cells_3d(
     """
     import plotly.graph_objects as go
 
-    U.check_adata(adata)
-    xyz_all = U.coords_3d(adata, spatial_key)
-    spec = U.resolve_color(adata, color, layer, palette)
-    units = U.units_of(adata, units)
-    n = adata.n_obs
-    idx = U.subsample(n, max_points, seed)
-    xyz = U.f32(xyz_all if idx is None else xyz_all[idx])
-    values = spec.take(idx)
-
+    pts = _points(adata, color, layer=layer, spatial_key=spatial_key, max_points=max_points, seed=seed,
+                  palette=palette, units=units)
+    spec = pts.spec
     if spec.kind == "continuous":
         lo, hi = U.finite_range(spec.values, cmin, cmax)
         traces = _continuous_traces(
-            xyz,
-            values,
+            pts.xyz,
+            pts.values,
             spec,
             point_size=point_size,
             colorscale=colorscale,
             opacity=opacity,
             cmin=lo,
             cmax=hi,
-            units=units,
+            units=pts.units,
         )
         legend_title = None
     else:
-        traces = _categorical_traces(xyz, values, spec, point_size=point_size, opacity=opacity, units=units)
+        traces = _categorical_traces(
+            pts.xyz, pts.values, spec, point_size=point_size, opacity=opacity, units=pts.units
+        )
         legend_title = spec.key
 
     main = (
@@ -204,11 +222,11 @@ def cells_3d(
     fig = go.Figure(data=traces)
     fig.update_layout(
         **U.base_layout(
-            U.title_text(main, U.subsample_note(n, idx, "cells", seed)),
+            pts.title(main),
             legend_title=legend_title,
             legend="right" if spec.kind == "categorical" else "inside",
         ),
-        scene=U.scene(units, ranges=U.range_of(xyz_all)),
+        scene=pts.scene(),
     )
     return fig
 
@@ -217,9 +235,9 @@ def sections_3d(
     adata,
     color: str,
     *,
-    section_key: str = "section",
+    section_key: str = Key.obs.section,
     layer: str | None = None,
-    spatial_key: str = "spatial_3d",
+    spatial_key: str = Key.obsm.spatial_3d,
     max_points: int | None = 300_000,
     point_size: float = 2.0,
     colorscale: str = "Viridis",
@@ -253,117 +271,87 @@ def sections_3d(
     """
     import plotly.graph_objects as go
 
-    U.check_adata(adata)
-    if section_key not in adata.obs.columns:
-        raise KeyError(
-            f"adata.obs has no column {section_key!r}; available columns: {list(map(str, adata.obs.columns))}. "
-            "Stack sections with ntf_utils.pp.stack_sections (writes obs['section']) or pass section_key=..."
-        )
-    xyz_all = U.coords_3d(adata, spatial_key)
-    spec = U.resolve_color(adata, color, layer, palette)
-    units = U.units_of(adata, units)
-    n = adata.n_obs
-    idx = U.subsample(n, max_points, seed)
-    xyz = U.f32(xyz_all if idx is None else xyz_all[idx])
-    values = spec.take(idx)
+    pts = _points(adata, color, layer=layer, spatial_key=spatial_key, max_points=max_points, seed=seed,
+                  palette=palette, units=units, section_key=section_key)
     sec_all = adata.obs[section_key]
-    sec = sec_all.to_numpy(dtype=object) if idx is None else sec_all.to_numpy(dtype=object)[idx]
-
-    # Section order: categorical order if categorical, else by mean z.
-    if isinstance(sec_all.dtype, pd.CategoricalDtype):
-        present = set(sec_all.dropna().unique())
-        order = [s for s in sec_all.cat.categories if s in present]
+    sec = sec_all.to_numpy(dtype=object) if pts.idx is None else sec_all.to_numpy(dtype=object)[pts.idx]
+    sections = [(s, sec == s, f"{s} (z={z:.4g})") for s, z in _section_order(sec_all, pts.xyz_all)]
+    layout = U.base_layout(pts.title(title if title is not None else f"{color} by section"),
+                           legend_title=f"{section_key} (click to toggle)")
+    if pts.spec.kind == "continuous":
+        traces = _continuous_section_traces(pts, sections, point_size=point_size, opacity=opacity)
+        lo, hi = U.finite_range(pts.spec.values, cmin, cmax)
+        colorbar = U.horizontal_colorbar(pts.spec.label.replace("<br>", " "))
+        layout["coloraxis"] = dict(colorscale=colorscale, cmin=lo, cmax=hi, colorbar=colorbar)
     else:
-        mean_z = pd.Series(xyz_all[:, 2]).groupby(sec_all.to_numpy(dtype=object)).mean()
-        order = list(mean_z.sort_values().index)
-    z_of = pd.Series(xyz_all[:, 2]).groupby(sec_all.to_numpy(dtype=object)).median()
-
-    traces = []
-    unit = f" {units}" if units else ""
-    if spec.kind == "continuous":
-        lo, hi = U.finite_range(spec.values, cmin, cmax)
-        for s in order:
-            sel = sec == s
-            v = values[sel]
-            color_arr = U.f32(v)
-            traces.append(
-                go.Scatter3d(
-                    x=xyz[sel, 0],
-                    y=xyz[sel, 1],
-                    z=xyz[sel, 2],
-                    mode="markers",
-                    name=f"{s} (z={z_of[s]:.4g})",
-                    legendgroup=str(s),
-                    marker=dict(size=point_size, color=color_arr, coloraxis="coloraxis", line=dict(width=0)),
-                    opacity=opacity,
-                    hovertemplate=f"section={s}<br>" + _hover(spec.label, units),
-                )
-            )
-        coloraxis = dict(
-            colorscale=colorscale,
-            cmin=lo,
-            cmax=hi,
-            colorbar=U.horizontal_colorbar(spec.label.replace("<br>", " ")),
-        )
-        cat_legend = None
-    else:
-        lookup = dict(zip(spec.categories, spec.colors))
-        cols = np.array(
-            [lookup.get(v, U.NA_COLOR) if not pd.isna(v) else U.NA_COLOR for v in values], dtype=object
-        )
-        for s in order:
-            sel = sec == s
-            traces.append(
-                go.Scatter3d(
-                    x=xyz[sel, 0],
-                    y=xyz[sel, 1],
-                    z=xyz[sel, 2],
-                    mode="markers",
-                    name=f"{s} (z={z_of[s]:.4g})",
-                    legendgroup=str(s),
-                    marker=dict(size=point_size, color=cols[sel], line=dict(width=0)),
-                    opacity=opacity,
-                    text=values[sel].astype(str),
-                    hovertemplate=f"section={s}<br>{spec.key}=%{{text}}<br>x=%{{x:.4g}}{unit}"
-                    f"<br>y=%{{y:.4g}}{unit}<br>z=%{{z:.4g}}{unit}<extra></extra>",
-                )
-            )
-        # Category colours as a second legend of empty traces (a key; toggling them does nothing).
-        for cat, c in zip(spec.categories, spec.colors):
-            traces.append(
-                go.Scatter3d(
-                    x=[None],
-                    y=[None],
-                    z=[None],
-                    mode="markers",
-                    name=str(cat),
-                    legend="legend2",
-                    marker=dict(size=8, color=c),
-                    hoverinfo="skip",
-                )
-            )
-        coloraxis = None
-        cat_legend = spec.key
-
-    main = title if title is not None else f"{color} by section"
-    fig = go.Figure(data=traces)
-    layout = U.base_layout(
-        U.title_text(main, U.subsample_note(n, idx, "cells", seed)),
-        legend_title=f"{section_key} (click to toggle)",
-    )
-    if coloraxis is not None:
-        layout["coloraxis"] = coloraxis
-    if cat_legend is not None:
+        traces = _categorical_section_traces(pts, sections, point_size=point_size, opacity=opacity)
         layout["legend2"] = dict(
             layout["legend"],
-            title=dict(text=f"<b>{cat_legend}</b>"),
+            title=dict(text=f"<b>{pts.spec.key}</b>"),
             x=0.0,
             xanchor="left",
             y=1.0,
             yanchor="top",
         )
-    fig.update_layout(**layout, scene=U.scene(units, ranges=U.range_of(xyz_all)))
+    fig = go.Figure(data=traces)
+    fig.update_layout(**layout, scene=pts.scene())
     return fig
+
+
+def _section_order(sec_all: pd.Series, xyz_all: np.ndarray) -> list[tuple]:
+    """``(section, median z)`` in drawing order: the categories' order if categorical, else by mean z."""
+    labels = sec_all.to_numpy(dtype=object)
+    if isinstance(sec_all.dtype, pd.CategoricalDtype):
+        present = set(sec_all.dropna().unique())
+        order = [s for s in sec_all.cat.categories if s in present]
+    else:
+        order = list(pd.Series(xyz_all[:, 2]).groupby(labels).mean().sort_values().index)
+    z_of = pd.Series(xyz_all[:, 2]).groupby(labels).median()
+    return [(s, z_of[s]) for s in order]
+
+
+def _continuous_section_traces(pts: _Points, sections, *, point_size, opacity) -> list:
+    """One trace per section, coloured through the shared ``coloraxis``."""
+    xyz, values = pts.xyz, pts.values
+    return [
+        _scatter(
+            xyz,
+            sel,
+            name=name,
+            legendgroup=str(s),
+            marker=dict(size=point_size, color=U.f32(values[sel]), coloraxis="coloraxis", line=dict(width=0)),
+            opacity=opacity,
+            hovertemplate=f"section={s}<br>" + _hover(pts.spec.label, pts.units),
+        )
+        for s, sel, name in sections
+    ]
+
+
+def _categorical_section_traces(pts: _Points, sections, *, point_size, opacity) -> list:
+    """One trace per section with per-point category colours, then a key of the categories (``legend2``)."""
+    xyz, values, spec = pts.xyz, pts.values, pts.spec
+    lookup = dict(zip(spec.categories, spec.colors))
+    cols = np.array([lookup.get(v, U.NA_COLOR) if not pd.isna(v) else U.NA_COLOR for v in values], dtype=object)
+    traces = [
+        _scatter(
+            xyz,
+            sel,
+            name=name,
+            legendgroup=str(s),
+            marker=dict(size=point_size, color=cols[sel], line=dict(width=0)),
+            opacity=opacity,
+            text=values[sel].astype(str),
+            hovertemplate=f"section={s}<br>{spec.key}=%{{text}}<br>{U.xyz_hover(pts.units)}<extra></extra>",
+        )
+        for s, sel, name in sections
+    ]
+    # Category colours as a second legend of empty traces (a key; toggling them does nothing).
+    nothing = np.full((1, 3), None)
+    for cat, c in zip(spec.categories, spec.colors):
+        traces.append(
+            _scatter(nothing, [0], name=str(cat), legend="legend2", marker=dict(size=8, color=c), hoverinfo="skip")
+        )
+    return traces
 
 
 def _volume_label_points(volume, labels):
@@ -393,7 +381,7 @@ def domains_3d(
     key,
     *,
     kind: str = "auto",
-    spatial_key: str = "spatial_3d",
+    spatial_key: str = Key.obsm.spatial_3d,
     max_points: int | None = 300_000,
     max_voxels: int | None = 48**3,
     point_size: float | None = None,
@@ -438,7 +426,7 @@ def domains_3d(
     """
     import plotly.graph_objects as go
 
-    from ..model.volume import Volume
+    from ..model._volume import Volume
 
     if kind not in ("auto", "points", "surface"):
         raise ValueError(f"kind must be 'auto', 'points' or 'surface', got {kind!r}.")
@@ -517,7 +505,7 @@ def _domain_surfaces(volume, spec, max_voxels, opacity):
     """One closed isosurface (indicator at 0.5) per domain on a strided grid."""
     import plotly.graph_objects as go
 
-    from ._volume import strides_for
+    from ._volume import grid_xyz, strides_for
 
     shape = tuple(volume.shape)
     if min(shape) < 2:
@@ -533,16 +521,13 @@ def _domain_surfaces(volume, spec, max_voxels, opacity):
     sl = tuple(slice(s // 2, None, s) for s in st)
     labels, mask = labels[sl], mask[sl]
     axes = [np.asarray(a, dtype=np.float64)[s] for a, s in zip(volume.axes, sl)]
-    gx, gy, gz = np.meshgrid(*axes, indexing="ij")
-    x, y, z = gx.ravel(), gy.ravel(), gz.ravel()
+    xyz = grid_xyz(axes)
     traces = []
     for cat, color in zip(spec.categories, spec.colors):
         ind = ((labels == cat) & mask).astype(np.float32).ravel()
         traces.append(
             go.Isosurface(
-                x=x,
-                y=y,
-                z=z,
+                **xyz,
                 value=ind,
                 isomin=0.5,
                 isomax=0.5,

@@ -6,6 +6,8 @@ import numpy as np
 
 from . import _utils as U
 
+__all__ = ["virtual_vs_real"]
+
 
 def _auto_size(n: int) -> float:
     return float(np.clip(450.0 / np.sqrt(max(n, 1)), 2.0, 7.0))

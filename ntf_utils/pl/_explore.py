@@ -7,7 +7,11 @@ import warnings
 import numpy as np
 import pandas as pd
 
+from .._anndata import read_matrix
+from .._constants import Key
 from . import _utils as U
+
+__all__ = ["explore"]
 
 _MAX_DROPDOWN = 2000
 
@@ -55,8 +59,8 @@ def explore(
     *,
     genes=None,
     layer: str | None = None,
-    spatial_key: str = "spatial_3d",
-    section_key: str | None = "section",
+    spatial_key: str = Key.obsm.spatial_3d,
+    section_key: str | None = Key.obs.section,
     max_points: int | None = 100_000,
     point_size: float = 2.0,
     colorscale: str = "Viridis",
@@ -100,6 +104,76 @@ def explore(
         convenience the box also carries ``box.figure``, ``box.gene_dropdown``, ``box.z_slider`` and
         ``box.threshold_slider``. Trace 0 holds the faint other sections, trace 1 the highlighted one.
     """
+    widgets, go = _widget_modules()
+    U.check_adata(adata)
+    gene_names = _gene_list(adata, genes)
+    read_matrix(adata, layer)  # validates the layer now, not on first interaction
+    xyz_all = U.coords_3d(adata, spatial_key)
+    units = U.units_of(adata, units)
+    idx = U.subsample(adata.n_obs, max_points, seed)
+    xyz = U.f32(xyz_all if idx is None else xyz_all[idx])
+    cell_z, planes, plane_names = _section_planes(adata, xyz, idx, section_key)
+    values = _ShownValues(adata, layer, idx)
+
+    dropdown = widgets.Dropdown(options=gene_names, value=gene_names[0], description="gene")
+    z_slider, threshold = _sliders(widgets, planes, *values.range(gene_names[0]))
+    section_label = widgets.HTML()
+    fig = _figure(go, xyz, gene_names[0], values, layer=layer, units=units, point_size=point_size,
+                  colorscale=colorscale)
+    note = U.subsample_note(adata.n_obs, idx, "cells", seed)
+    unit = f" {units}" if units else ""
+    state = {"busy": False}
+
+    def redraw():
+        gene = dropdown.value
+        v = values.of(gene)
+        k = int(np.argmin(np.abs(planes - z_slider.value)))
+        zsel = planes[k]
+        in_sec = np.isclose(cell_z, zsel)
+        keep = np.isfinite(v) & (v >= threshold.value)
+        lo, hi = values.range(gene)
+        hidden = int((~keep).sum())
+        sub = f"section {plane_names[k]} (z={zsel:.4g}{unit}) highlighted; {hidden:,} cells below threshold hidden"
+        if note:
+            sub += f"; {note}"
+        with fig.batch_update():
+            for trace, sel in ((fig.data[0], keep & ~in_sec), (fig.data[1], keep & in_sec)):
+                trace.x, trace.y, trace.z = xyz[sel, 0], xyz[sel, 1], xyz[sel, 2]
+                trace.marker.color = v[sel]
+            fig.data[1].name = f"section {plane_names[k]}"
+            fig.layout.coloraxis.cmin = lo
+            fig.layout.coloraxis.cmax = hi
+            fig.layout.coloraxis.colorbar.title.text = f"{gene}<br>({layer or 'X'})"
+            fig.layout.title.text = U.title_text(f"{gene} ({layer or 'X'})", sub)
+        section_label.value = f"<b>{plane_names[k]}</b>"
+
+    def on_gene(change):
+        state["busy"] = True
+        try:
+            _reset_threshold(threshold, *values.range(change["new"]))
+        finally:
+            state["busy"] = False
+        redraw()
+
+    def on_other(change):
+        if not state["busy"]:
+            redraw()
+
+    dropdown.observe(on_gene, names="value")
+    z_slider.observe(on_other, names="value")
+    threshold.observe(on_other, names="value")
+    redraw()
+
+    box = widgets.VBox([widgets.HBox([dropdown, z_slider, section_label, threshold]), fig])
+    box.figure = fig
+    box.gene_dropdown = dropdown
+    box.z_slider = z_slider
+    box.threshold_slider = threshold
+    return box
+
+
+def _widget_modules():
+    """``(ipywidgets, plotly.graph_objects)``, or an ImportError that says what to install."""
     try:
         import ipywidgets as widgets
         import plotly.graph_objects as go
@@ -110,37 +184,33 @@ def explore(
             f"pl.explore needs ipywidgets and plotly's FigureWidget ({err}); install them with "
             "`pip install ipywidgets anywidget` (and use Jupyter to display the widget)."
         ) from err
+    return widgets, go
 
-    U.check_adata(adata)
-    gene_names = _gene_list(adata, genes)
-    _ = U._matrix(adata, layer)  # validates the layer now, not on first interaction
-    xyz_all = U.coords_3d(adata, spatial_key)
-    units = U.units_of(adata, units)
-    n = adata.n_obs
-    idx = U.subsample(n, max_points, seed)
-    xyz = U.f32(xyz_all if idx is None else xyz_all[idx])
-    cell_z, planes, plane_names = _section_planes(adata, xyz, idx, section_key)
 
-    cache: dict[str, np.ndarray] = {}
+class _ShownValues:
+    """One gene's values at the shown cells (float32), read once per gene, and their finite range."""
 
-    def values_of(gene):
-        if gene not in cache:
-            v = U.gene_values(adata, gene, layer)
-            cache[gene] = U.f32(v if idx is None else v[idx])
-        return cache[gene]
+    def __init__(self, adata, layer, idx):
+        self.adata, self.layer, self.idx = adata, layer, idx
+        self.cache: dict[str, np.ndarray] = {}
 
-    def vrange(gene):
-        return U.finite_range(values_of(gene))
+    def of(self, gene: str) -> np.ndarray:
+        if gene not in self.cache:
+            v = U.gene_values(self.adata, gene, self.layer)
+            self.cache[gene] = U.f32(v if self.idx is None else v[self.idx])
+        return self.cache[gene]
 
-    g0 = gene_names[0]
-    lo0, hi0 = vrange(g0)
+    def range(self, gene: str) -> tuple[float, float]:
+        return U.finite_range(self.of(gene))
+
+
+def _sliders(widgets, planes, lo0, hi0):
+    """The z slider (over the section planes) and the threshold slider (over the first gene's range)."""
     z_lo, z_hi = float(planes[0]), float(planes[-1])
     if z_hi <= z_lo:
         z_hi = z_lo + 1.0
     gaps = np.diff(planes)
     z_step = float(gaps[gaps > 0].min() / 4) if np.any(gaps > 0) else (z_hi - z_lo) / 100
-
-    dropdown = widgets.Dropdown(options=gene_names, value=g0, description="gene")
     z_slider = widgets.FloatSlider(
         value=float(planes[len(planes) // 2]),
         min=z_lo,
@@ -159,99 +229,43 @@ def explore(
         continuous_update=False,
         readout_format=".3g",
     )
-    section_label = widgets.HTML()
+    return z_slider, threshold
 
-    unit = f" {units}" if units else ""
-    hover = f"x=%{{x:.4g}}{unit}<br>y=%{{y:.4g}}{unit}<br>z=%{{z:.4g}}{unit}<br>%{{marker.color:.3g}}<extra></extra>"
-    fig = go.FigureWidget(
-        data=[
-            go.Scatter3d(
-                x=[],
-                y=[],
-                z=[],
-                mode="markers",
-                name="other sections",
-                marker=dict(size=point_size, color=[], coloraxis="coloraxis", line=dict(width=0)),
-                opacity=0.12,
-                hovertemplate=hover,
-            ),
-            go.Scatter3d(
-                x=[],
-                y=[],
-                z=[],
-                mode="markers",
-                name="section",
-                marker=dict(size=point_size * 1.6, color=[], coloraxis="coloraxis", line=dict(width=0)),
-                opacity=1.0,
-                hovertemplate=hover,
-            ),
-        ]
-    )
-    layout = U.base_layout("", legend_title=None, legend="inside")
+
+def _reset_threshold(threshold, lo: float, hi: float) -> None:
+    """Move the threshold slider to a new gene's range ``[lo, hi]``, starting at ``lo``."""
+    with threshold.hold_trait_notifications():
+        threshold.max = max(hi, threshold.min)
+        threshold.min = lo
+        threshold.max = hi
+        threshold.step = (hi - lo) / 100
+        threshold.value = lo
+
+
+def _figure(go, xyz, gene, values: _ShownValues, *, layer, units, point_size, colorscale):
+    """The FigureWidget: trace 0 the faint other sections, trace 1 the highlighted one, one coloraxis."""
+    hover = f"{U.xyz_hover(units)}<br>%{{marker.color:.3g}}<extra></extra>"
+    traces = [
+        go.Scatter3d(
+            x=[],
+            y=[],
+            z=[],
+            mode="markers",
+            name=name,
+            marker=dict(size=size, color=[], coloraxis="coloraxis", line=dict(width=0)),
+            opacity=opacity,
+            hovertemplate=hover,
+        )
+        for name, size, opacity in (("other sections", point_size, 0.12), ("section", point_size * 1.6, 1.0))
+    ]
+    fig = go.FigureWidget(data=traces)
+    lo, hi = values.range(gene)
     fig.update_layout(
-        **layout,
+        **U.base_layout("", legend_title=None, legend="inside"),
         height=650,
         coloraxis=dict(
-            colorscale=colorscale, cmin=lo0, cmax=hi0, colorbar=U.colorbar(f"{g0}<br>({layer or 'X'})")
+            colorscale=colorscale, cmin=lo, cmax=hi, colorbar=U.colorbar(f"{gene}<br>({layer or 'X'})")
         ),
         scene=U.scene(units, ranges=U.range_of(xyz), fixed=True),
     )
-
-    state = {"busy": False}
-
-    def redraw():
-        gene = dropdown.value
-        v = values_of(gene)
-        k = int(np.argmin(np.abs(planes - z_slider.value)))
-        zsel = planes[k]
-        in_sec = np.isclose(cell_z, zsel)
-        keep = np.isfinite(v) & (v >= threshold.value)
-        a = keep & ~in_sec
-        b = keep & in_sec
-        lo, hi = vrange(gene)
-        note = U.subsample_note(n, idx, "cells", seed)
-        hidden = int((~keep).sum())
-        sub = f"section {plane_names[k]} (z={zsel:.4g}{unit}) highlighted; {hidden:,} cells below threshold hidden"
-        if note:
-            sub += f"; {note}"
-        with fig.batch_update():
-            for trace, sel in ((fig.data[0], a), (fig.data[1], b)):
-                trace.x, trace.y, trace.z = xyz[sel, 0], xyz[sel, 1], xyz[sel, 2]
-                trace.marker.color = v[sel]
-            fig.data[1].name = f"section {plane_names[k]}"
-            fig.layout.coloraxis.cmin = lo
-            fig.layout.coloraxis.cmax = hi
-            fig.layout.coloraxis.colorbar.title.text = f"{gene}<br>({layer or 'X'})"
-            fig.layout.title.text = U.title_text(f"{gene} ({layer or 'X'})", sub)
-        section_label.value = f"<b>{plane_names[k]}</b>"
-
-    def on_gene(change):
-        lo, hi = vrange(change["new"])
-        state["busy"] = True
-        try:
-            with threshold.hold_trait_notifications():
-                threshold.max = max(hi, threshold.min)
-                threshold.min = lo
-                threshold.max = hi
-                threshold.step = (hi - lo) / 100
-                threshold.value = lo
-        finally:
-            state["busy"] = False
-        redraw()
-
-    def on_other(change):
-        if not state["busy"]:
-            redraw()
-
-    dropdown.observe(on_gene, names="value")
-    z_slider.observe(on_other, names="value")
-    threshold.observe(on_other, names="value")
-    redraw()
-
-    controls = widgets.HBox([dropdown, z_slider, section_label, threshold])
-    box = widgets.VBox([controls, fig])
-    box.figure = fig
-    box.gene_dropdown = dropdown
-    box.z_slider = z_slider
-    box.threshold_slider = threshold
-    return box
+    return fig

@@ -7,6 +7,8 @@ import os
 import shutil
 from pathlib import Path
 
+__all__ = ["save_html", "save_png", "find_browser"]
+
 #: Browser executables tried, in order, when ``BROWSER_PATH`` is not set.
 _BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome")
 _INSTALL_HINT = (

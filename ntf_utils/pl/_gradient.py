@@ -5,16 +5,9 @@ from __future__ import annotations
 import numpy as np
 
 from . import _utils as U
-from ._volume import context_cloud
+from ._volume import context_cloud, context_xyz
 
-
-def _context_xyz(context):
-    if hasattr(context, "obsm"):
-        return U.coords_3d(context)
-    xyz = np.asarray(context, dtype=np.float64)
-    if xyz.ndim != 2 or xyz.shape[1] != 3:
-        raise ValueError(f"context coordinates must be an (n, 3) array or an AnnData, got shape {xyz.shape}.")
-    return xyz
+__all__ = ["gradient_arrows"]
 
 
 def gradient_arrows(
@@ -90,12 +83,11 @@ def gradient_arrows(
         xyz, vec, norm = xyz[idx], vec[idx], norm[idx]
 
     label = f"|∇ {gene}|" if gene else "|gradient|"
-    unit = f" {units}" if units else ""
     traces = []
     if context is not None:
         traces.append(context_cloud(context))
     lo, hi = U.finite_range(norm)
-    all_xyz = xyz if context is None else np.concatenate([xyz, _context_xyz(context)])
+    all_xyz = xyz if context is None else np.concatenate([xyz, context_xyz(context)])
     ranges = U.range_of(all_xyz)
     if sizeref is None:
         diag = float(np.linalg.norm([b - a for a, b in ranges]))
@@ -118,8 +110,7 @@ def gradient_arrows(
             colorbar=U.colorbar(label),
             name=label,
             lighting=dict(ambient=0.7, diffuse=0.6, specular=0.1),
-            hovertemplate=f"x=%{{x:.4g}}{unit}<br>y=%{{y:.4g}}{unit}<br>z=%{{z:.4g}}{unit}"
-            f"<br>{label}=%{{norm:.3g}}<extra></extra>",
+            hovertemplate=f"{U.xyz_hover(units)}<br>{label}=%{{norm:.3g}}<extra></extra>",
         )
     )
     fig = go.Figure(data=traces)

@@ -11,6 +11,40 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from .._anndata import read_matrix
+from .._constants import Key
+
+__all__ = [
+    "NA_COLOR",
+    "CONTEXT_COLOR",
+    "FONT",
+    "check_adata",
+    "coords_3d",
+    "coords_2d",
+    "gene_values",
+    "ColorSpec",
+    "is_categorical",
+    "categorical_spec",
+    "resolve_color",
+    "subsample",
+    "f32",
+    "subsample_note",
+    "make_palette",
+    "finite_range",
+    "colorbar",
+    "xyz_hover",
+    "axis_label",
+    "units_of",
+    "CAMERA_DIRECTION",
+    "CAMERA_DISTANCE",
+    "aspect_ratio",
+    "camera",
+    "scene",
+    "title_text",
+    "base_layout",
+    "horizontal_colorbar",
+    "range_of",
+]
 #: Colour used for missing values (NaN gene values, missing categories) and faint context clouds.
 NA_COLOR = "#c8c8c8"
 CONTEXT_COLOR = "#9a9a9a"
@@ -30,7 +64,7 @@ def check_adata(adata, name: str = "adata") -> None:
         )
 
 
-def coords_3d(adata, spatial_key: str = "spatial_3d") -> np.ndarray:
+def coords_3d(adata, spatial_key: str = Key.obsm.spatial_3d) -> np.ndarray:
     """``adata.obsm[spatial_key]`` as an ``(n_obs, 3)`` float64 array, with a clear error otherwise."""
     if spatial_key not in adata.obsm:
         raise KeyError(
@@ -49,7 +83,7 @@ def coords_3d(adata, spatial_key: str = "spatial_3d") -> np.ndarray:
 
 def coords_2d(adata, spatial_key: str | None = None) -> np.ndarray:
     """In-plane ``(n_obs, 2)`` coordinates: ``obsm[spatial_key]`` or, by default, ``spatial`` then ``spatial_3d``."""
-    keys = [spatial_key] if spatial_key is not None else ["spatial", "spatial_3d"]
+    keys = [spatial_key] if spatial_key is not None else [Key.obsm.spatial, Key.obsm.spatial_3d]
     for key in keys:
         if key in adata.obsm:
             xy = np.asarray(adata.obsm[key], dtype=np.float64)
@@ -62,24 +96,11 @@ def coords_2d(adata, spatial_key: str | None = None) -> np.ndarray:
     )
 
 
-def _matrix(adata, layer: str | None):
-    if layer is None:
-        if adata.X is None:
-            raise ValueError("adata.X is empty; pass layer=... naming the layer that holds expression.")
-        return adata.X
-    if layer not in adata.layers:
-        raise KeyError(
-            f"layer {layer!r} is not in adata.layers; available layers: {list(adata.layers.keys())}. "
-            "Pass layer=None to use adata.X."
-        )
-    return adata.layers[layer]
-
-
 def gene_values(adata, gene: str, layer: str | None = None) -> np.ndarray:
     """One gene's values (from ``X`` or ``layer``) as a dense float64 vector; never copies the matrix."""
     if gene not in adata.var_names:
         raise KeyError(_unknown_key_message(adata, gene, what="gene"))
-    mat = _matrix(adata, layer)
+    mat = read_matrix(adata, layer)
     j = adata.var_names.get_loc(gene)
     if not isinstance(j, (int, np.integer)):
         raise ValueError(
@@ -254,6 +275,12 @@ def colorbar(title: str) -> dict:
 # -------------------------------------------------------------------------------------------- layout
 
 
+def xyz_hover(units: str | None) -> str:
+    """Hover text of a point's x, y and z (in ``units``), for a ``hovertemplate``."""
+    unit = f" {units}" if units else ""
+    return f"x=%{{x:.4g}}{unit}<br>y=%{{y:.4g}}{unit}<br>z=%{{z:.4g}}{unit}"
+
+
 def axis_label(axis: str, units: str | None) -> str:
     return f"{axis} ({units})" if units else axis
 
@@ -263,7 +290,7 @@ def units_of(adata, units: str | None) -> str | None:
     if units is not None:
         return units
     try:
-        value = adata.uns["ntf"]["units"]
+        value = adata.uns[Key.uns.ntf][Key.uns.units]
     except (KeyError, TypeError, AttributeError):
         return None
     return str(value) if value is not None else None

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from .._constants import Key
 from . import _utils as U
+
+__all__ = ["volume_3d", "slice_plane", "strides_for", "grid_xyz", "downsample", "context_xyz", "context_cloud"]
 
 _AXES = {"x": 0, "y": 1, "z": 2}
 #: Camera directions that look at a slicing plane's face rather than its edge.
@@ -12,7 +15,7 @@ _FACING = {"x": (1.45, -0.55, 0.95), "y": (0.55, -1.45, 0.95), "z": (0.55, -1.45
 
 
 def _check_volume(volume, gene):
-    from ..model.volume import Volume
+    from ..model._volume import Volume
 
     if not isinstance(volume, Volume):
         raise TypeError(
@@ -42,6 +45,12 @@ def strides_for(shape, max_voxels: int) -> tuple[int, int, int]:
         k = int(np.argmax(c))
         strides[k] += 1
     return tuple(strides)
+
+
+def grid_xyz(axes) -> dict:
+    """``x``, ``y``, ``z`` of every voxel of the grid ``axes`` (C order), as plotly volume-trace arguments."""
+    gx, gy, gz = np.meshgrid(*axes, indexing="ij")
+    return dict(x=gx.ravel(), y=gy.ravel(), z=gz.ravel())
 
 
 def downsample(volume, gene, max_voxels):
@@ -144,11 +153,8 @@ def volume_3d(
     lo = float(min(finite.min(), imin))
     below = lo - max(abs(imax - lo), 1.0)  # clearly below every level
     filled = _filled(vals, mask, below)
-    gx, gy, gz = np.meshgrid(*axes, indexing="ij")
     common = dict(
-        x=gx.ravel(),
-        y=gy.ravel(),
-        z=gz.ravel(),
+        **grid_xyz(axes),
         value=filled.ravel(),
         isomin=imin,
         isomax=imax,
@@ -288,8 +294,7 @@ def slice_plane(
         showscale=True,
         connectgaps=False,
         lighting=dict(ambient=0.9, diffuse=0.1, specular=0.0, roughness=1.0),
-        hovertemplate=f"x=%{{x:.4g}}{unit}<br>y=%{{y:.4g}}{unit}<br>z=%{{z:.4g}}{unit}"
-        f"<br>{gene}=%{{surfacecolor:.3g}}<extra></extra>",
+        hovertemplate=f"{U.xyz_hover(units)}<br>{gene}=%{{surfacecolor:.3g}}<extra></extra>",
     )
     surf_index = len(traces)
     traces.append(surf)
@@ -346,8 +351,6 @@ def slice_plane(
 
 
 def _context_traces(volume, gene, context):
-    import plotly.graph_objects as go
-
     if isinstance(context, str):
         if context not in ("mask", "isosurface"):
             raise ValueError(
@@ -363,59 +366,49 @@ def _context_traces(volume, gene, context):
             axes = [np.asarray(a)[s] for a, s in zip(volume.axes, sl)]
             if m.min() == m.max():  # all inside (or all outside): nothing to outline
                 return []
-            gx, gy, gz = np.meshgrid(*axes, indexing="ij")
-            return [
-                go.Isosurface(
-                    x=gx.ravel(),
-                    y=gy.ravel(),
-                    z=gz.ravel(),
-                    value=m.ravel(),
-                    isomin=0.5,
-                    isomax=0.5,
-                    surface_count=1,
-                    opacity=0.08,
-                    colorscale=[[0, "#888888"], [1, "#888888"]],
-                    showscale=False,
-                    hoverinfo="skip",
-                    name="tissue",
-                    caps=dict(x_show=False, y_show=False, z_show=False),
-                )
-            ]
+            return [_faint_isosurface(axes, m, 0.5, "tissue", opacity=0.08, color="#888888")]
         vals, mask, axes, _ = downsample(volume, gene, 40**3)
         finite = vals[mask & np.isfinite(vals)]
         level, _ = _default_levels(finite, None, None)
         filled = _filled(vals, mask, float(finite.min()) - 1.0)
-        gx, gy, gz = np.meshgrid(*axes, indexing="ij")
-        return [
-            go.Isosurface(
-                x=gx.ravel(),
-                y=gy.ravel(),
-                z=gz.ravel(),
-                value=filled.ravel(),
-                isomin=level,
-                isomax=level,
-                surface_count=1,
-                opacity=0.1,
-                colorscale=[[0, "#777777"], [1, "#777777"]],
-                showscale=False,
-                hoverinfo="skip",
-                name=f"{gene} ≥ {level:.3g}",
-                caps=dict(x_show=False, y_show=False, z_show=False),
-            )
-        ]
+        return [_faint_isosurface(axes, filled, level, f"{gene} ≥ {level:.3g}", opacity=0.1, color="#777777")]
     return [context_cloud(context)]
 
 
-def context_cloud(context, max_points: int = 50_000, spatial_key: str = "spatial_3d", seed: int = 0):
+def _faint_isosurface(axes, values, level: float, name: str, *, opacity: float, color: str):
+    """One grey, translucent, uncapped isosurface of ``values`` (on the grid ``axes``) at ``level``."""
+    import plotly.graph_objects as go
+
+    return go.Isosurface(
+        **grid_xyz(axes),
+        value=values.ravel(),
+        isomin=level,
+        isomax=level,
+        surface_count=1,
+        opacity=opacity,
+        colorscale=[[0, color], [1, color]],
+        showscale=False,
+        hoverinfo="skip",
+        name=name,
+        caps=dict(x_show=False, y_show=False, z_show=False),
+    )
+
+
+def context_xyz(context, spatial_key: str = Key.obsm.spatial_3d) -> np.ndarray:
+    """``(n, 3)`` float64 coordinates of a context: an AnnData (``obsm[spatial_key]``) or an array."""
+    if hasattr(context, "obsm"):
+        return U.coords_3d(context, spatial_key)
+    xyz = np.asarray(context, dtype=np.float64)
+    if xyz.ndim != 2 or xyz.shape[1] != 3:
+        raise ValueError(f"context coordinates must be an (n, 3) array or an AnnData, got shape {xyz.shape}.")
+    return xyz
+
+
+def context_cloud(context, max_points: int = 50_000, spatial_key: str = Key.obsm.spatial_3d, seed: int = 0):
     """A faint grey point cloud from an AnnData (``obsm[spatial_key]``) or an ``(n, 3)`` array."""
     import plotly.graph_objects as go
 
-    if hasattr(context, "obsm"):
-        xyz = U.coords_3d(context, spatial_key)
-    else:
-        xyz = np.asarray(context, dtype=np.float64)
-        if xyz.ndim != 2 or xyz.shape[1] != 3:
-            raise ValueError(f"context coordinates must be an (n, 3) array, got shape {xyz.shape}.")
+    xyz = context_xyz(context, spatial_key)
     idx = U.subsample(len(xyz), max_points, seed)
     if idx is not None:
         xyz = xyz[idx]
