@@ -20,6 +20,11 @@ class Key:
         domain = "ntf_domain"
         inside = "inside"
         distance_to_data = "distance_to_data"
+        true_domain = "domain"  # the synthetic generators' ground-truth domain
+        region = "region"
+        library_size = "library_size"
+        voxel = "voxel"
+        std_mean = "std_mean"
 
     class obsm:
         spatial = "spatial"
@@ -34,9 +39,13 @@ class Key:
         truth = "truth"
         mask = "ntf_mask"
         denoised = "ntf"
+        intensity = "intensity"
+        std = "std"
 
     class uns:
         ntf = "ntf"  # the package's namespace: uns["ntf"][<sub-key>]
+        sections = "sections"
+        units = "units"
         alignment = "alignment"
         source = "source"
         dataset = "dataset"

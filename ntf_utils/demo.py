@@ -37,6 +37,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ._constants import Key
+
+__all__ = ["run", "main", "quick_mode"]
+
 DATASETS = ("embryo", "bdtnp")
 METHODS = ("ntf", "nearest", "linear", "knn")
 
@@ -85,9 +89,9 @@ def _prepare_embryo(settings: Settings, seed: int):
     kinds = adata.var["kind"].astype(str)
     info = {
         "title": "Synthetic embryo (Poisson counts, known truth)",
-        "layer": "lognorm",
-        "truth_layer": "truth",
-        "n_domains": len(adata.uns["synthetic"]["domains"]),
+        "layer": Key.layers.lognorm,
+        "truth_layer": Key.layers.truth,
+        "n_domains": len(adata.uns[Key.uns.ntf][Key.uns.synthetic]["domains"]),
         "gene": str(kinds.index[kinds == "ap_gradient"][0]),
         "gradient_gene": str(kinds.index[kinds == "radial_gradient"][0]),
         "units": None,
@@ -103,7 +107,7 @@ def _prepare_bdtnp(settings: Settings, seed: int):
     # views: the gene varying most within the slabs (an in-plane pattern a held-out slab can show) and,
     # for the gradient arrows, the one varying most between slabs (along anterior-posterior)
     values = np.asarray(adata.X.toarray() if hasattr(adata.X, "toarray") else adata.X, dtype=np.float64)
-    slab = adata.obs["section"].astype(str).to_numpy()
+    slab = adata.obs[Key.obs.section].astype(str).to_numpy()
     within = np.mean([values[slab == k].var(axis=0) for k in np.unique(slab)], axis=0)
     between = values.var(axis=0) - within
     info = {
@@ -156,22 +160,22 @@ def _views(name, field, train, test, info, settings: Settings, out: Path, seed: 
     n_domains = info["n_domains"]
     voxels = tl.domains(field, shape=settings.domain_shape, n_domains=n_domains, seed=seed)
     method = "k-means" if n_domains else "Leiden"
-    save(pl.domains_3d(voxels, "ntf_domain", units=units, title=f"{name}: 3D domains ({method} on the field latent)"),
-         "domains_3d", f"3D domains from the field's latent ({method}, {voxels.obs['ntf_domain'].nunique()} domains)")
+    save(pl.domains_3d(voxels, Key.obs.domain, units=units, title=f"{name}: 3D domains ({method} on the field latent)"),
+         "domains_3d", f"3D domains from the field's latent ({method}, {voxels.obs[Key.obs.domain].nunique()} domains)")
 
     rng = np.random.default_rng(seed)
-    cells = train.obsm["spatial_3d"]
+    cells = train.obsm[Key.obsm.spatial_3d]
     pick = rng.choice(len(cells), size=min(settings.max_arrows, len(cells)), replace=False)
     grad = tl.gradients(field, cells[pick], ggene)[:, 0, :]
     save(pl.gradient_arrows(cells[pick], grad, context=train, gene=ggene, units=units, max_arrows=settings.max_arrows,
                             title=f"{name}: expression gradient of {ggene}"),
          "gradient_arrows", f"autograd gradient of {ggene} at training cells")
 
-    sections = test.obs["section"].astype(str)
+    sections = test.obs[Key.obs.section].astype(str)
     middle = sections.unique()[len(sections.unique()) // 2]
     real = test[(sections == middle).to_numpy()].copy()
-    virtual = field.denoise(real, layer_added="ntf", copy=True)
-    save(pl.virtual_vs_real(virtual, real, gene, pred_layer="ntf", layer=layer, units=units,
+    virtual = field.denoise(real, key_added=Key.layers.denoised, copy=True)
+    save(pl.virtual_vs_real(virtual, real, gene, pred_layer=Key.layers.denoised, layer=layer, units=units,
                             title=f"{name}: held-out section {middle}, field vs measured ({gene})"),
          "virtual_vs_real", f"held-out section {middle}: field prediction next to the measurement, {gene}")
     return written
@@ -241,9 +245,9 @@ def run(out="ntf_demo", *, quick: bool | None = None, datasets=DATASETS, seed: i
         started = time.perf_counter()
         adata, info = PREPARE[name](settings, seed)
         train, test = pp.split_sections(adata, keep_fraction=0.5)
-        _log(f"{name}: {adata.n_obs} cells x {adata.n_vars} genes in {adata.obs['section'].nunique()} sections; "
-             f"training on {train.obs['section'].nunique()}, holding out {test.obs['section'].nunique()}")
-        config = NTFConfig() if settings.steps is None else NTFConfig(steps=settings.steps)
+        _log(f"{name}: {adata.n_obs} cells x {adata.n_vars} genes in {adata.obs[Key.obs.section].nunique()} sections; "
+             f"training on {train.obs[Key.obs.section].nunique()}, holding out {test.obs[Key.obs.section].nunique()}")
+        config = NTFConfig() if settings.steps is None else NTFConfig(training={"steps": settings.steps})
         field = tl.fit(train, layer=info["layer"], config=config, seed=seed, progress=progress)
         _log(f"{name}: fitted {field!r} in {field.info['steps_run']} steps")
         table = _evaluate(name, field, train, test, info)

@@ -11,7 +11,7 @@ treated as a single gene, shape ``(n_cells, 1)``). Per-gene metrics return ``(n_
 per-cell metrics ``(n_cells,)``.
 
 Images produced by :func:`rasterize_section` are indexed ``[ix, iy]`` (x first, like
-:class:`ntf_utils.model.volume.Volume`); use ``image.T`` with ``origin="lower"`` to plot them.
+:class:`ntf_utils.model._volume.Volume`); use ``image.T`` with ``origin="lower"`` to plot them.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ __all__ = [
     "spearman_per_gene",
     "rmse",
     "cosine_per_cell",
+    "default_resolution",
     "rasterize_section",
     "ssim",
 ]

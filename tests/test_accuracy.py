@@ -74,7 +74,7 @@ def test_field_beats_3d_knn_on_real_heldout_sections():
 
     Held out: two interior sections; truth is their measured (noisy) log-normalised expression.
     """
-    sections = pp.align_sections(datasets.her2st(patient="A", source="shipped"))
+    sections = pp.align_sections(datasets.her2st(patient="A", source="shipped"), copy=True)
     adata = pp.stack_sections(sections, z=np.arange(len(sections), dtype=float))
     pp.log_normalize(adata)
     names = list(adata.obs["section"].cat.categories)

@@ -105,26 +105,26 @@ def truth_sections():
 def test_recovers_random_rigid_transforms(truth_sections):
     moved = perturb(truth_sections, seed=10)
     before = [m.obsm["spatial"].copy() for m in moved]
-    aligned = pp.align_sections(moved)
+    aligned = pp.align_sections(moved, copy=True)
     err = recovery_errors(truth_sections, aligned, ref=2)
     assert err[:, 0].max() < 3.0, err  # rotation error (degrees)
     assert err[:, 1].max() < 0.05, err  # translation error (fraction of the section width)
     # the unaligned input is untouched and the transform reproduces the output
     for m, b, a in zip(moved, before, aligned):
         np.testing.assert_array_equal(m.obsm["spatial"], b)
-        info = a.uns["ntf_alignment"]
+        info = a.uns["ntf"]["alignment"]
         lin, t = np.array(info["linear"]), np.array(info["translation"])
         np.testing.assert_allclose(b @ lin.T + t, a.obsm["spatial"], atol=1e-6)
         assert info["reflection"] is False and info["reference"] == 2
         json.dumps(info)  # plain lists / floats only
-        assert "ntf_alignment" not in m.uns
-    assert aligned[2].uns["ntf_alignment"]["rotation_deg"] == 0.0
+        assert "ntf" not in m.uns
+    assert aligned[2].uns["ntf"]["alignment"]["rotation_deg"] == 0.0
 
 
 def test_already_aligned_stack_stays_put(truth_sections):
-    aligned = pp.align_sections(truth_sections, key_added="spatial_aligned")
+    aligned = pp.align_sections(truth_sections, key_added="spatial_aligned", copy=True)
     for a, t in zip(aligned, truth_sections):
-        info = a.uns["ntf_alignment"]
+        info = a.uns["ntf"]["alignment"]
         assert abs(info["rotation_deg"]) < 2.0  # sections differ in 3D, so not exactly 0
         assert np.linalg.norm(a.obsm["spatial_aligned"] - t.obsm["spatial"], axis=1).mean() < 0.5 * SPACING
         np.testing.assert_array_equal(a.obsm["spatial"], t.obsm["spatial"])  # original key kept
@@ -137,9 +137,9 @@ def test_reflection_and_stacked_input(truth_sections):
     stacked.obs["section"] = stacked.obs["section"].astype("category")
     z = np.repeat(np.arange(len(moved)) * DZ, [m.n_obs for m in moved])
     stacked.obsm["spatial_3d"] = np.column_stack([stacked.obsm["spatial"], z])
-    out = pp.align_sections(stacked, allow_reflection=True, reference="sec2")
-    assert out is not stacked and "ntf_alignment" not in stacked.uns
-    info = out.uns["ntf_alignment"]
+    out = pp.align_sections(stacked, allow_reflection=True, reference="sec2", copy=True)
+    assert out is not stacked and "ntf" not in stacked.uns
+    info = out.uns["ntf"]["alignment"]
     assert info["reference"] == "sec2"
     assert [info["sections"][f"sec{i}"]["reflection"] for i in range(5)] == [True, False, False, True, False]
     per_section = [out[(out.obs["section"] == f"sec{i}").to_numpy()] for i in range(5)]
@@ -151,8 +151,20 @@ def test_reflection_and_stacked_input(truth_sections):
 
 def test_copy_false_modifies_in_place(truth_sections):
     moved = perturb(truth_sections[:3], seed=3)
+    before = [m.obsm["spatial"].copy() for m in moved]
     assert pp.align_sections(moved, copy=False, use_expression=False, n_rotations=4) is None
-    assert all("ntf_alignment" in m.uns for m in moved)
+    assert all("alignment" in m.uns["ntf"] for m in moved)
+    assert not np.array_equal(moved[0].obsm["spatial"], before[0])  # written in place
+
+
+def test_default_writes_in_place_like_scanpy(truth_sections):
+    """No copy argument: scanpy's convention, in place and None (as ``copy=False``)."""
+    moved = perturb(truth_sections[:3], seed=3)
+    expected = pp.align_sections(moved, copy=True, use_expression=False, n_rotations=4)
+    assert pp.align_sections(moved, use_expression=False, n_rotations=4) is None
+    for m, e in zip(moved, expected):
+        np.testing.assert_array_equal(m.obsm["spatial"], e.obsm["spatial"])
+        assert m.uns["ntf"]["alignment"] == e.uns["ntf"]["alignment"]
 
 
 def test_errors(truth_sections):

@@ -32,7 +32,7 @@ def test_kmeans_recovers_true_domains_at_cells(embryo_field, embryo):
 def test_in_place_writes_and_is_deterministic(embryo_field, embryo):
     adata = embryo[:600].copy()
     assert tl.domains(embryo_field, adata, n_domains=4, key_added="dom", seed=1) is None
-    assert "dom" in adata.obs and adata.uns["dom"]["method"] == "kmeans"
+    assert "dom" in adata.obs and adata.uns["ntf"]["dom"]["method"] == "kmeans"
     again = tl.domains(embryo_field, adata, n_domains=4, key_added="dom", seed=1, copy=True)
     np.testing.assert_array_equal(adata.obs["dom"].to_numpy(), again.obs["dom"].to_numpy())
 
@@ -52,7 +52,7 @@ def test_grid_domains_for_plotting(embryo_field, embryo):
     volume = embryo_field.render(20, genes=[embryo_field.genes[0]])
     inside = volume.to_anndata()
     np.testing.assert_allclose(vox.obsm["spatial_3d"], inside.obsm["spatial_3d"])
-    assert tuple(vox.uns["ntf_domain"]["shape"]) == volume.shape
+    assert tuple(vox.uns["ntf"]["ntf_domain"]["shape"]) == volume.shape
     assert vox.obs["ntf_domain"].nunique() == 6
     # most voxels lie inside the true body and their domains agree with the truth better than chance
     truth = datasets.synthetic_embryo_domain(vox.obsm["spatial_3d"], embryo)

@@ -5,7 +5,7 @@ import pytest
 
 from ntf_utils import NTFConfig, datasets, tl
 
-CONFIG = NTFConfig(steps=200, batch_size=1024)  # as the shared embryo fit of tests/conftest.py
+CONFIG = NTFConfig(training={"steps": 200, "batch_size": 1024})  # as the shared embryo fit of tests/conftest.py
 
 
 @pytest.fixture(scope="module")
@@ -74,8 +74,8 @@ def test_anndata_output_copy_and_normalize(embryo_field, embryo):
     # magnitudes stay the raw norms
     np.testing.assert_allclose(adata.obs["g_g08_radial_magnitude"], np.linalg.norm(vec, axis=1), rtol=1e-5)
     tl.gradients(embryo_field, adata, "g00_ap_ant", key_added="g")
-    assert adata.uns["g"]["genes"] == ["g08_radial", "g00_ap_ant"]
-    assert adata.uns["g"]["normalized"] == {"g08_radial": True, "g00_ap_ant": False}
+    assert adata.uns["ntf"]["g"]["genes"] == ["g08_radial", "g00_ap_ant"]
+    assert adata.uns["ntf"]["g"]["normalized"] == {"g08_radial": True, "g00_ap_ant": False}
 
 
 def test_bad_arguments(embryo_field, embryo):
@@ -90,14 +90,14 @@ def test_bad_arguments(embryo_field, embryo):
 
 
 def test_tumour_markers_point_the_documented_way(tumour, tumour_field):
-    """uns['synthetic']['expected']: Ki-67 increases outward from the hypoxic core towards the front;
+    """uns['ntf']['synthetic']['expected']: Ki-67 increases outward from the hypoxic core towards the front;
     E-cadherin decreases towards the invasive front and towards the hypoxic core.
 
     The truth says where each statement holds (checked below first). Measured with this data and
     CONFIG: Ki-67 gradient . outward > 0 at 99% (rho 0.3-0.5) / 93% (0.5-0.7) of cells; E-cadherin
     gradient . outward < 0 at 99% of cells with rho 0.7-0.95 and > 0 at 97% with rho 0.3-0.5.
     """
-    expected = tumour.uns["synthetic"]["expected"]
+    expected = tumour.uns["ntf"]["synthetic"]["expected"]
     assert "increases outward" in expected["Ki-67"]
     assert "decreases towards the invasive front" in expected["E-cadherin"]
     model = datasets.synthetic_model(tumour)

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from ntf_utils.model.hashgrid import HashGridEncoding
-from ntf_utils.model.reference import corner_index, encode_reference, level_resolution, level_scale
+from ntf_utils.model._hashgrid import HashGridEncoding
+from ntf_utils.model._reference import corner_index, encode_reference, level_resolution, level_scale
 
 CONFIGS = [
     # dense coarse levels and hashed fine levels in one grid

@@ -55,8 +55,8 @@ def test_formula_and_default_target_sum_is_median():
     tot = X.sum(1)
     med = np.median(tot[tot > 0])
     np.testing.assert_allclose(adata.layers["lognorm"], np.log1p(X / tot[:, None] * med), rtol=1e-12)
-    assert adata.uns["lognorm"]["target_sum"] == pytest.approx(med)
-    assert adata.uns["lognorm"]["source"] == "X"
+    assert adata.uns["ntf"]["lognorm"]["target_sum"] == pytest.approx(med)
+    assert adata.uns["ntf"]["lognorm"]["source"] == "X"
 
 
 def test_in_place_leaves_X_and_returns_none():
@@ -77,7 +77,7 @@ def test_copy_does_not_mutate_input():
     assert set(adata.layers.keys()) == {"counts"}
     assert dict(adata.uns) == before_uns
     assert (adata.X != X).nnz == 0 and (adata.layers["counts"] != X).nnz == 0
-    assert "lognorm" in out.layers and out.uns["lognorm"]["source"] == "counts"
+    assert "lognorm" in out.layers and out.uns["ntf"]["lognorm"]["source"] == "counts"
     assert (out.X != X).nnz == 0
 
 
@@ -128,7 +128,7 @@ def test_zero_total_cells_warn_and_stay_zero(sparse):
     assert np.all(out[[0, 5]] == 0)
     assert np.isfinite(out).all()
     tot = X.sum(1)
-    assert adata.uns["lognorm"]["target_sum"] == pytest.approx(np.median(tot[tot > 0]))
+    assert adata.uns["ntf"]["lognorm"]["target_sum"] == pytest.approx(np.median(tot[tot > 0]))
 
 
 def test_bad_arguments():

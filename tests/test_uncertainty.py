@@ -7,7 +7,7 @@ from scipy.stats import spearmanr
 from ntf_utils import NTFConfig, datasets, pp, tl
 from ntf_utils.tl._uncertainty import _bootstrap_index
 
-CONFIG = NTFConfig(steps=150, batch_size=1024)
+CONFIG = NTFConfig(training={"steps": 150, "batch_size": 1024})
 
 
 @pytest.fixture(scope="module")

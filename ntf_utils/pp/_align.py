@@ -9,7 +9,7 @@ Transform convention
 --------------------
 A section's aligned coordinates are ``xy_aligned = xy @ A.T + t`` where ``A`` is a 2x2
 orthogonal matrix (a rotation, times a reflection ``diag(1, -1)`` on the right when the section
-was mirrored) and ``t`` a translation, both stored as plain lists in ``uns["ntf_alignment"]``.
+was mirrored) and ``t`` a translation, both stored as plain lists in ``uns["ntf"]["alignment"]``.
 """
 
 from __future__ import annotations
@@ -20,13 +20,16 @@ import numpy as np
 from scipy import sparse
 from scipy.spatial import cKDTree
 
+from .._anndata import read_coords, read_matrix
+from .._constants import Key
+from .._docs import doc_copy, doc_params, doc_section_key
+from ._normalize import log1p_normalized, row_totals
+
 __all__ = ["align_sections"]
 
 _FLIP = np.diag([1.0, -1.0])
 # Final polish: a wide symmetric kernel (1.5 spot spacings, all fixed points within 3 sigma) so
-# that spot lattices with different offsets do not lock onto each other. Measured on 4 synthetic
-# 5-section stacks: an already-aligned stack moved by at most 41 um (0.4 spacing, mean 17 um),
-# versus 68 um with a 1-spacing, 16-neighbour kernel.
+# that spot lattices with different offsets do not lock onto each other.
 POLISH_SIGMA = 1.5
 POLISH_K = 64
 POLISH_RADIUS = 3.0
@@ -82,11 +85,8 @@ def _expression_features(mats: list, n_pcs: int, random_state: int) -> list[np.n
     for m in mats:
         m = sparse.csr_matrix(m, dtype=np.float64) if sparse.issparse(m) else np.asarray(m, np.float64)
         if _looks_like_counts(m):
-            lib = np.asarray(m.sum(axis=1)).ravel()
-            target = np.median(lib[lib > 0]) if (lib > 0).any() else 1.0
-            scale = np.where(lib > 0, target / np.maximum(lib, 1e-12), 0.0)
-            m = sparse.diags(scale) @ m if sparse.issparse(m) else m * scale[:, None]
-            m = m.log1p() if sparse.issparse(m) else np.log1p(m)
+            lib = row_totals(m)
+            m = log1p_normalized(m, lib, np.median(lib[lib > 0]) if (lib > 0).any() else 1.0)
         logged.append(m.toarray() if sparse.issparse(m) else m)
     x = np.vstack(logged)
     var = x.var(axis=0)
@@ -107,6 +107,11 @@ def _expression_features(mats: list, n_pcs: int, random_state: int) -> list[np.n
 
 
 # ----------------------------------------------------------------------------- ICP
+def _rows(e, idx):
+    """``e[idx]``, or None for no expression features (``e`` None)."""
+    return None if e is None else e[idx]
+
+
 def _icp(pm, em, pf, ef, tree_f, r, t, n_iter, *, sigma0=2.0, sigma_min=0.5, k=8, radius=None, trim=0.9):
     """Rigid ICP with soft (annealed) correspondences in the joint (space, expression) space.
 
@@ -167,6 +172,9 @@ def _register_pair(
     def joint(p, e, idx):
         return p[idx] if e is None else np.hstack([p[idx], e[idx]])
 
+    def refine(pm, moving, fixed, tree, r, t, n_iter):
+        return _icp(pm[moving], _rows(em, moving), pf_all[fixed], _rows(ef, fixed), tree, r, t, n_iter=n_iter)
+
     tree_f = cKDTree(joint(pf_all, ef, i_f))
     tree_f_c = cKDTree(joint(pf_all, ef, if_c))
     cf = pf_all[i_f].mean(axis=0)
@@ -179,31 +187,13 @@ def _register_pair(
         for k in range(n_rotations):
             r0 = _rot(2 * np.pi * k / n_rotations)
             t0 = cf - cm @ r0.T
-            r, t, cost = _icp(
-                pm[im_c],
-                None if em is None else em[im_c],
-                pf_all[if_c],
-                None if ef is None else ef[if_c],
-                tree_f_c,
-                r0,
-                t0,
-                n_iter=15,
-            )
+            r, t, cost = refine(pm, im_c, if_c, tree_f_c, r0, t0, n_iter=15)
             candidates.append((cost, flip, r, t))
     candidates.sort(key=lambda c: c[0])
     best = None
     for _, flip, r, t in candidates[:3]:
         pm = pm_all @ _FLIP.T if flip else pm_all
-        r, t, cost = _icp(
-            pm[im],
-            None if em is None else em[im],
-            pf_all[i_f],
-            None if ef is None else ef[i_f],
-            tree_f,
-            r,
-            t,
-            n_iter=max_iter,
-        )
+        r, t, cost = refine(pm, im, i_f, tree_f, r, t, n_iter=max_iter)
         if best is None or cost < best[0]:
             best = (cost, flip, r, t)
     cost, flip, r, t = best
@@ -230,43 +220,147 @@ def _register_pair(
     return a, t * s, cost
 
 
+# ----------------------------------------------------------------------------- reading the sections
+def _section_xy(adata, spatial_key: str, what: str) -> np.ndarray:
+    """``obsm[spatial_key]`` (2 or 3 columns) as float64; errors name the section (``what``)."""
+    try:
+        return read_coords(adata, spatial_key, n_cols=(2, 3))
+    except KeyError as err:
+        raise KeyError(f"{what}: {err.args[0]} Pass spatial_key=... naming the in-plane coordinates.") from err
+    except ValueError as err:
+        raise ValueError(f"{what}: {err}") from err
+
+
+def _read_stacked(adata, spatial_key: str, section_key: str, layer, use_expression: bool):
+    """Names, cell rows, full coordinates, in-plane coordinates and expression of each section."""
+    if section_key not in adata.obs:
+        raise KeyError(
+            f"obs[{section_key!r}] not found; a stacked AnnData needs a column naming its "
+            "sections (pass section_key=...), or pass a list of per-section AnnData."
+        )
+    col = adata.obs[section_key]
+    names = (
+        [str(c) for c in col.cat.categories if (col == c).any()]
+        if hasattr(col, "cat")
+        else [str(c) for c in dict.fromkeys(col.astype(str))]
+    )
+    labels = col.astype(str).to_numpy()
+    rows = [np.flatnonzero(labels == nm) for nm in names]
+    xy_full = _section_xy(adata, spatial_key, "adata")
+    mat = read_matrix(adata, layer) if use_expression else None
+    mats = [mat[r] for r in rows] if use_expression else None
+    return names, rows, xy_full, [xy_full[r, :2] for r in rows], mats
+
+
+def _read_list(sections: list, spatial_key: str, layer, use_expression: bool):
+    """In-plane coordinates and shared-gene expression of each section (None: positions only)."""
+    if len(sections) == 0:
+        raise ValueError("sections is empty; pass a list of AnnData, one per section.")
+    xys = [_section_xy(a, spatial_key, f"sections[{i}]")[:, :2] for i, a in enumerate(sections)]
+    if not use_expression:
+        return xys, None
+    shared = list(sections[0].var_names)
+    for a in sections[1:]:
+        shared = [g for g in shared if g in set(a.var_names)]
+    if len(shared) < 2:
+        warnings.warn(
+            "the sections share fewer than 2 genes; aligning on positions only (use_expression=False).",
+            stacklevel=3,
+        )
+        return xys, None
+    return xys, [read_matrix(a, layer)[:, a.var_names.get_indexer(shared)] for a in sections]
+
+
+def _reference_index(reference, names: list) -> int:
+    """Position of the fixed section: the middle one by default, else a name or an index."""
+    n = len(names)
+    if reference is None:
+        return (n - 1) // 2
+    if isinstance(reference, str):
+        if reference not in names:
+            raise KeyError(
+                f"reference={reference!r} is not a section (sections: {names[:10]}); pass a section name or index."
+            )
+        return names.index(reference)
+    ref = int(reference)
+    if not -n <= ref < n:
+        raise ValueError(f"reference={reference} is out of range for {n} sections; pass an index in [-{n}, {n - 1}].")
+    return ref % n
+
+
+def _scaled_features(mats: list, xys: list, n_pcs: int, random_state: int) -> list[np.ndarray] | None:
+    """Expression features scaled so that the typical distance between adjacent spots is one spacing."""
+    feats = _expression_features(mats, n_pcs, random_state)
+    if feats is None:
+        warnings.warn("no gene varies across the sections; aligning on positions only.", stacklevel=3)
+        return None
+    dists = []
+    for xy, f in zip(xys, feats):
+        if len(xy) > 1:
+            _, nb = cKDTree(xy).query(xy, k=2)
+            dists.append(np.linalg.norm(f - f[nb[:, 1]], axis=1))
+    e0 = float(np.median(np.concatenate(dists))) if dists else 1.0
+    return [f / (e0 if e0 > 0 else 1.0) for f in feats]
+
+
+def _chain(xys: list, feats, ref: int, rng, **options) -> tuple[list, list]:
+    """Register each section to its aligned neighbour, outwards from ``ref``: (transforms, aligned xy)."""
+    n = len(xys)
+    transforms: list = [None] * n
+    transforms[ref] = (np.eye(2), np.zeros(2), 0.0)
+    aligned: list = [None] * n
+    aligned[ref] = xys[ref]
+    order = [(i, i - 1) for i in range(ref + 1, n)] + [(i, i + 1) for i in range(ref - 1, -1, -1)]
+    for i, j in order:
+        a, t, cost = _register_pair(
+            xys[i], _rows(feats, i), aligned[j], _rows(feats, j), rng=rng, **options
+        )
+        transforms[i] = (a, t, cost)
+        aligned[i] = xys[i] @ a.T + t
+    return transforms, aligned
+
+
+def _record(transform, reference, spatial_key: str, key_added: str) -> dict:
+    """One section's transform as plain lists (what ``uns["ntf"]["alignment"]`` stores)."""
+    a, t, cost = transform
+    refl = bool(np.linalg.det(a) < 0)
+    r = a @ _FLIP if refl else a
+    return {
+        "linear": a.tolist(),
+        "translation": [float(v) for v in t],
+        "rotation_deg": _angle_deg(r),
+        "reflection": refl,
+        "reference": reference,
+        "cost": float(cost),
+        "spatial_key": spatial_key,
+        "key_added": key_added,
+    }
+
+
+def _with_xy(coords: np.ndarray, xy: np.ndarray) -> np.ndarray:
+    """A float64 copy of ``coords`` with its first two columns replaced by ``xy``."""
+    out = np.array(coords, dtype=np.float64, copy=True)
+    out[:, :2] = xy
+    return out
+
+
+def _write_alignment(target, alignment: dict) -> None:
+    target.uns[Key.uns.ntf] = {**target.uns.get(Key.uns.ntf, {}), Key.uns.alignment: alignment}
+
+
 # ----------------------------------------------------------------------------- API
-def _get_xy(adata, spatial_key: str, what: str) -> np.ndarray:
-    if spatial_key not in adata.obsm:
-        raise KeyError(
-            f"{what}: obsm[{spatial_key!r}] not found (available: {list(adata.obsm.keys())}); pass "
-            "spatial_key=... naming the in-plane coordinates."
-        )
-    xy = np.asarray(adata.obsm[spatial_key], dtype=np.float64)
-    if xy.ndim != 2 or xy.shape[1] < 2:
-        raise ValueError(f"{what}: obsm[{spatial_key!r}] has shape {xy.shape}; expected (n_cells, 2).")
-    if not np.isfinite(xy[:, :2]).all():
-        raise ValueError(f"{what}: obsm[{spatial_key!r}] contains NaN coordinates; drop those cells first.")
-    return xy
-
-
-def _get_matrix(adata, layer):
-    if layer is None:
-        return adata.X
-    if layer not in adata.layers:
-        raise KeyError(
-            f"layer {layer!r} not found in adata.layers (available: {list(adata.layers.keys())}); "
-            "pass one of those or layer=None to use X."
-        )
-    return adata.layers[layer]
-
-
+@doc_params(doc_copy=doc_copy, doc_section_key=doc_section_key)
 def align_sections(
     sections,
     *,
-    spatial_key: str = "spatial",
-    key_added: str = "spatial",
+    spatial_key: str = Key.obsm.spatial,
+    key_added: str = Key.obsm.spatial,
     reference: int | str | None = None,
     use_expression: bool = True,
     allow_reflection: bool = False,
-    copy: bool = True,
+    copy: bool = False,
     layer: str | None = None,
-    section_key: str = "section",
+    section_key: str = Key.obs.section,
     n_rotations: int = 12,
     n_pcs: int = 10,
     max_iter: int = 100,
@@ -288,14 +382,7 @@ def align_sections(
     subsample) are refined, the one with the lowest matching cost (truncated joint
     nearest-neighbour distance) is kept, and a final pass with the expression weight halved and
     a wide kernel (1.5 spacings) settles the pose on the tissue geometry without letting spot
-    lattices lock onto each other.
-
-    Accuracy on synthetic ST-like stacks (5 sections of about 350 spots on independent 100 um
-    lattices, 5 expression domains, random rotations and shifts up to 3000 um; 4 random
-    stacks): rotation error at most 1.6 degrees (mean 0.5), mean spot displacement at most
-    1.4 % of the section width; already-aligned stacks moved by at most 49 um (half a spot
-    spacing) and 1.7 degrees over 6 random stacks. About 2 s for 5 sections on one CPU core.
-    PASTE-style optimal-transport alignment is not offered.
+    lattices lock onto each other. PASTE-style optimal-transport alignment is not offered.
 
     Parameters
     ----------
@@ -304,7 +391,7 @@ def align_sections(
         ``obsm[spatial_key]``; or one stacked AnnData whose sections are ``obs[section_key]``
         (in category order).
     spatial_key
-        ``obsm`` key of the ``(n, 2)`` in-plane coordinates to align (extra columns, e.g. z, are
+        ``obsm`` key of the ``(n, 2)`` in-plane coordinates to align (a third column, e.g. z, is
         kept unchanged).
     key_added
         ``obsm`` key written with the aligned coordinates (same shape as the input). For a
@@ -318,13 +405,12 @@ def align_sections(
         of the sections guides the registration, and symmetric shapes are ambiguous).
     allow_reflection
         Also consider mirrored sections (sections mounted upside down).
-    copy
-        Return new object(s) (default) instead of modifying the input in place.
+    {doc_copy}
     layer
         Layer with the expression used for matching (counts are log-normalised first; other
         values are used as they are). None uses X.
-    section_key
-        ``obs`` column naming the sections of a stacked AnnData.
+    {doc_section_key}
+        Only for a stacked AnnData.
     n_rotations
         Number of initial rotations tried (evenly spaced over 360 degrees).
     n_pcs
@@ -340,152 +426,49 @@ def align_sections(
     Returns
     -------
     list of AnnData, AnnData or None
-        With ``copy=True``: a new list (or a new stacked AnnData) with the aligned coordinates in
-        ``obsm[key_added]``; with ``copy=False``: None, the input is modified. The transforms are
-        stored in ``uns["ntf_alignment"]`` as plain lists: for a list input each AnnData gets
-        ``{"linear": A, "translation": t, "rotation_deg", "reflection", "reference", "cost",
-        "spatial_key", "key_added"}``; a stacked AnnData gets ``{"reference": name,
+        With ``copy=False``: None, the input AnnData are modified. With ``copy=True``: a new list
+        (or a new stacked AnnData). Either way the aligned coordinates go to ``obsm[key_added]``
+        and the transforms to ``uns["ntf"]["alignment"]`` as plain lists: for a list input each
+        AnnData gets ``{"linear": A, "translation": t, "rotation_deg", "reflection", "reference",
+        "cost", "spatial_key", "key_added"}``; a stacked AnnData gets ``{"reference": name,
         "sections": {name: {...}}}``. Aligned coordinates are ``xy @ A.T + t``.
 
     Examples
     --------
-    >>> aligned = ntf_utils.pp.align_sections(sections)  # doctest: +SKIP
+    >>> aligned = ntf_utils.pp.align_sections(sections, copy=True)  # doctest: +SKIP
     >>> adata = ntf_utils.pp.stack_sections(aligned, z=[0, 100, 200])  # doctest: +SKIP
     """
     if n_rotations < 1:
         raise ValueError(f"n_rotations={n_rotations} must be at least 1.")
     stacked = hasattr(sections, "obs") and hasattr(sections, "obsm")
     if stacked:
-        adata = sections
-        if section_key not in adata.obs:
-            raise KeyError(
-                f"obs[{section_key!r}] not found; a stacked AnnData needs a column naming its "
-                "sections (pass section_key=...), or pass a list of per-section AnnData."
-            )
-        col = adata.obs[section_key]
-        names = (
-            [str(c) for c in col.cat.categories if (col == c).any()]
-            if hasattr(col, "cat")
-            else [str(c) for c in dict.fromkeys(col.astype(str))]
-        )
-        labels = col.astype(str).to_numpy()
-        rows = [np.flatnonzero(labels == nm) for nm in names]
-        xy_full = _get_xy(adata, spatial_key, "adata")
-        xys = [xy_full[r, :2] for r in rows]
-        mat = _get_matrix(adata, layer) if use_expression else None
-        mats = [mat[r] for r in rows] if use_expression else None
+        names, rows, xy_full, xys, mats = _read_stacked(sections, spatial_key, section_key, layer, use_expression)
     else:
         sections = list(sections)
-        if len(sections) == 0:
-            raise ValueError("sections is empty; pass a list of AnnData, one per section.")
+        xys, mats = _read_list(sections, spatial_key, layer, use_expression)
         names = list(range(len(sections)))
-        xys = [_get_xy(a, spatial_key, f"sections[{i}]")[:, :2] for i, a in enumerate(sections)]
-        mats = None
-        if use_expression:
-            shared = list(sections[0].var_names)
-            for a in sections[1:]:
-                shared = [g for g in shared if g in set(a.var_names)]
-            if len(shared) < 2:
-                warnings.warn(
-                    "the sections share fewer than 2 genes; aligning on positions only "
-                    "(use_expression=False).",
-                    stacklevel=2,
-                )
-                use_expression = False
-            else:
-                mats = [_get_matrix(a, layer)[:, a.var_names.get_indexer(shared)] for a in sections]
-
-    n = len(xys)
-    if reference is None:
-        ref = (n - 1) // 2
-    elif isinstance(reference, str):
-        if reference not in names:
-            raise KeyError(
-                f"reference={reference!r} is not a section (sections: {names[:10]}); pass a section name or index."
-            )
-        ref = names.index(reference)
-    else:
-        ref = int(reference)
-        if not -n <= ref < n:
-            raise ValueError(f"reference={reference} is out of range for {n} sections; pass an index in [-{n}, {n - 1}].")
-        ref %= n
-
+    ref = _reference_index(reference, names)
     rng = np.random.default_rng(random_state)
-    feats = None
-    if use_expression:
-        feats = _expression_features(mats, n_pcs, random_state)
-        if feats is None:
-            warnings.warn("no gene varies across the sections; aligning on positions only.", stacklevel=2)
-        else:
-            # scale: typical expression distance between spatially adjacent spots -> 1 spacing
-            dists = []
-            for xy, f in zip(xys, feats):
-                if len(xy) > 1:
-                    _, nb = cKDTree(xy).query(xy, k=2)
-                    dists.append(np.linalg.norm(f - f[nb[:, 1]], axis=1))
-            e0 = float(np.median(np.concatenate(dists))) if dists else 1.0
-            feats = [f / (e0 if e0 > 0 else 1.0) for f in feats]
-
-    transforms: list = [None] * n
-    transforms[ref] = (np.eye(2), np.zeros(2), 0.0)
-    aligned = [None] * n
-    aligned[ref] = xys[ref]
-    order = [(i, i - 1) for i in range(ref + 1, n)] + [(i, i + 1) for i in range(ref - 1, -1, -1)]
-    for i, j in order:
-        a, t, cost = _register_pair(
-            xys[i],
-            None if feats is None else feats[i],
-            aligned[j],
-            None if feats is None else feats[j],
-            allow_reflection=allow_reflection,
-            n_rotations=n_rotations,
-            max_iter=max_iter,
-            max_points=max_points,
-            rng=rng,
-        )
-        transforms[i] = (a, t, cost)
-        aligned[i] = xys[i] @ a.T + t
-
-    def record(i):
-        a, t, cost = transforms[i]
-        refl = bool(np.linalg.det(a) < 0)
-        r = a @ _FLIP if refl else a
-        return {
-            "linear": a.tolist(),
-            "translation": [float(v) for v in t],
-            "rotation_deg": _angle_deg(r),
-            "reflection": refl,
-            "reference": names[ref],
-            "cost": float(cost),
-            "spatial_key": spatial_key,
-            "key_added": key_added,
-        }
-
-    def new_coords(old: np.ndarray, xy_aligned: np.ndarray) -> np.ndarray:
-        out = np.array(old, dtype=np.float64, copy=True)
-        out[:, :2] = xy_aligned
-        return out
+    feats = None if mats is None else _scaled_features(mats, xys, n_pcs, random_state)
+    transforms, aligned = _chain(
+        xys, feats, ref, rng, allow_reflection=allow_reflection, n_rotations=n_rotations, max_iter=max_iter,
+        max_points=max_points,
+    )
+    records = [_record(tr, names[ref], spatial_key, key_added) for tr in transforms]
 
     if stacked:
-        target = adata.copy() if copy else adata
+        target = sections.copy() if copy else sections
         full = np.array(xy_full, dtype=np.float64, copy=True)
         for r, xy_al in zip(rows, aligned):
             full[r, :2] = xy_al
         target.obsm[key_added] = full
-        if "spatial_3d" in target.obsm and key_added != "spatial_3d":
-            s3 = np.array(target.obsm["spatial_3d"], dtype=np.float64, copy=True)
-            s3[:, :2] = full[:, :2]
-            target.obsm["spatial_3d"] = s3
-        target.uns["ntf_alignment"] = {
-            "reference": names[ref],
-            "sections": {names[i]: record(i) for i in range(n)},
-        }
+        if Key.obsm.spatial_3d in target.obsm and key_added != Key.obsm.spatial_3d:
+            target.obsm[Key.obsm.spatial_3d] = _with_xy(target.obsm[Key.obsm.spatial_3d], full[:, :2])
+        _write_alignment(target, {"reference": names[ref], "sections": dict(zip(names, records))})
         return target if copy else None
 
-    out = []
-    for i, a in enumerate(sections):
-        target = a.copy() if copy else a
-        target.obsm[key_added] = new_coords(np.asarray(a.obsm[spatial_key]), aligned[i])
-        target.uns["ntf_alignment"] = record(i)
-        out.append(target)
-    return out if copy else None
+    targets = [a.copy() for a in sections] if copy else sections
+    for target, xy_al, record in zip(targets, aligned, records):
+        target.obsm[key_added] = _with_xy(np.asarray(target.obsm[spatial_key]), xy_al)
+        _write_alignment(target, record)
+    return targets if copy else None

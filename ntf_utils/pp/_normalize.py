@@ -8,25 +8,11 @@ import numpy as np
 import scipy.sparse as sp
 from anndata import AnnData
 
+from .._anndata import read_matrix
+from .._constants import Key
+from .._docs import doc_copy, doc_params
+
 __all__ = ["log_normalize"]
-
-
-def _source_matrix(adata: AnnData, layer: str | None):
-    """Return the matrix to normalise and a human-readable name for it."""
-    if layer is None:
-        if adata.X is None:
-            raise ValueError(
-                "adata.X is None, so there are no counts to normalise; pass layer='counts' "
-                "(or the name of the layer that holds the counts)."
-            )
-        return adata.X, "adata.X"
-    if layer not in adata.layers:
-        available = sorted(adata.layers.keys())
-        raise KeyError(
-            f"layer {layer!r} not found in adata.layers (available layers: {available}); "
-            "pass one of those, or layer=None to read adata.X."
-        )
-    return adata.layers[layer], f"adata.layers[{layer!r}]"
 
 
 def _check_values(values: np.ndarray, name: str) -> None:
@@ -51,12 +37,34 @@ def _check_values(values: np.ndarray, name: str) -> None:
         )
 
 
+def row_totals(X) -> np.ndarray:
+    """Total of each row of a dense or sparse matrix, in float64."""
+    return np.asarray(X.sum(axis=1, dtype=np.float64)).ravel()
+
+
+def log1p_normalized(X, totals: np.ndarray, target_sum: float, dtype=np.float64):
+    """``log1p(x / total * target_sum)`` per row, computed in float64 and stored as ``dtype``.
+
+    ``X`` is a dense array or a CSR matrix (the result keeps that kind), ``totals`` its
+    :func:`row_totals`; rows with total 0 stay 0. The transform of :func:`log_normalize`.
+    """
+    zero = totals == 0
+    scale = np.zeros_like(totals)
+    scale[~zero] = target_sum / totals[~zero]
+    if sp.issparse(X):
+        result = sp.csr_matrix(X.multiply(scale[:, None]).astype(dtype))
+        np.log1p(result.data, out=result.data)
+        return result
+    return np.log1p(X.astype(np.float64) * scale[:, None]).astype(dtype)
+
+
+@doc_params(doc_copy=doc_copy)
 def log_normalize(
     adata: AnnData,
     *,
     layer: str | None = None,
     target_sum: float | None = None,
-    key_added: str = "lognorm",
+    key_added: str = Key.layers.lognorm,
     copy: bool = False,
 ) -> AnnData | None:
     """Normalise each cell to ``target_sum`` total counts and apply ``log1p``, into a layer.
@@ -77,16 +85,14 @@ def log_normalize(
         total count of the cells with a non-zero total, as scanpy does.
     key_added
         Name of the layer the result is written to.
-    copy
-        If ``True``, return a new AnnData with the layer added and leave ``adata`` unchanged;
-        otherwise write into ``adata`` and return ``None``.
+    {doc_copy}
 
     Returns
     -------
     AnnData or None
         The new AnnData when ``copy=True``, else ``None``. Either way the AnnData that is written to
         gets ``layers[key_added]`` (float32 for integer or float32 input, float64 for float64
-        input; sparse input gives a CSR matrix) and ``uns[key_added] = {"target_sum": float,
+        input; sparse input gives a CSR matrix) and ``uns["ntf"][key_added] = {"target_sum": float,
         "source": "X" | layer}``.
 
     Raises
@@ -121,7 +127,8 @@ def log_normalize(
         if not np.isfinite(target_sum) or target_sum <= 0:
             raise ValueError(f"target_sum must be a positive number or None (median), got {target_sum}.")
 
-    X, name = _source_matrix(adata, layer)
+    X = read_matrix(adata, layer)
+    name = "adata.X" if layer is None else f"adata.layers[{layer!r}]"
     is_sparse = sp.issparse(X)
     if is_sparse:
         X = sp.csr_matrix(X)  # copies only when the format differs
@@ -131,7 +138,7 @@ def log_normalize(
         _check_values(X, name)
     out_dtype = np.float64 if X.dtype == np.float64 else np.float32
 
-    totals = np.asarray(X.sum(axis=1, dtype=np.float64)).ravel()
+    totals = row_totals(X)
     zero = totals == 0
     if zero.any():
         warnings.warn(
@@ -145,15 +152,10 @@ def log_normalize(
             raise ValueError(f"every cell in {name} has a total count of 0; there is nothing to normalise.")
         target_sum = float(np.median(totals[~zero]))
 
-    scale = np.zeros_like(totals)
-    scale[~zero] = target_sum / totals[~zero]
-    if is_sparse:
-        result = sp.csr_matrix(X.multiply(scale[:, None]).astype(out_dtype))
-        np.log1p(result.data, out=result.data)
-    else:
-        result = np.log1p(X.astype(np.float64) * scale[:, None]).astype(out_dtype)
+    result = log1p_normalized(X, totals, target_sum, out_dtype)
 
     target = adata.copy() if copy else adata
     target.layers[key_added] = result
-    target.uns[key_added] = {"target_sum": target_sum, "source": "X" if layer is None else layer}
+    params = {"target_sum": target_sum, "source": "X" if layer is None else layer}
+    target.uns[Key.uns.ntf] = {**target.uns.get(Key.uns.ntf, {}), key_added: params}
     return target if copy else None

@@ -6,8 +6,17 @@ import numbers
 
 import numpy as np
 
+from .._anndata import read_sections
+from .._constants import Key
+from .._docs import doc_params, doc_section_key
 
-def split_sections(adata, holdout=None, keep_fraction: float | None = None, seed: int = 0, *, section_key: str = "section"):
+__all__ = ["split_sections"]
+
+
+@doc_params(doc_section_key=doc_section_key)
+def split_sections(
+    adata, holdout=None, keep_fraction: float | None = None, seed: int = 0, *, section_key: str = Key.obs.section
+):
     """Split cells into (train, test) by whole sections.
 
     Parameters
@@ -23,8 +32,7 @@ def split_sections(adata, holdout=None, keep_fraction: float | None = None, seed
         both end sections (so the held-out ones are interpolations): ``0.1`` keeps every 10th.
     seed
         Seed for a random ``holdout``.
-    section_key
-        Column of ``obs`` with section labels.
+    {doc_section_key}
 
     Returns
     -------
@@ -32,13 +40,13 @@ def split_sections(adata, holdout=None, keep_fraction: float | None = None, seed
     """
     if (holdout is None) == (keep_fraction is None):
         raise ValueError("pass exactly one of holdout=[sections] or keep_fraction=<0..1>")
-    if section_key not in adata.obs:
+    labels = read_sections(adata, section_key)
+    if labels is None:
         raise KeyError(f"obs[{section_key!r}] not found; stack the sections first with ntf_utils.pp.stack_sections")
-    labels = adata.obs[section_key].astype(str).to_numpy()
-    if "z" in adata.obs:
-        z_cells = np.asarray(adata.obs["z"], dtype=np.float64)
-    elif "spatial_3d" in adata.obsm:
-        z_cells = np.asarray(adata.obsm["spatial_3d"], dtype=np.float64)[:, 2]
+    if Key.obs.z in adata.obs:
+        z_cells = np.asarray(adata.obs[Key.obs.z], dtype=np.float64)
+    elif Key.obsm.spatial_3d in adata.obsm:
+        z_cells = np.asarray(adata.obsm[Key.obsm.spatial_3d], dtype=np.float64)[:, 2]
     else:
         z_cells = None  # sections are ordered by name and cannot be named by z
     z_by_section = {}

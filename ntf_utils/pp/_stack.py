@@ -9,14 +9,18 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from .._validate import check_coords, get_coords
+from .._anndata import read_coords, read_time
+from .._constants import Key
+from .._validate import check_coords
+
+__all__ = ["stack_sections"]
 
 
 def stack_sections(
     sections,
     z=None,
     *,
-    spatial_key: str = "spatial",
+    spatial_key: str = Key.obsm.spatial,
     z_key: str | None = None,
     time_key: str | None = None,
     join: str = "inner",
@@ -77,16 +81,16 @@ def stack_sections(
     parts = []
     any_sparse = any(sp.issparse(m) for s in sections for m in (s.X, *s.layers.values()))
     for section, name, z_value, t_value in zip(sections, names, z_values, times):
-        xy = get_coords(section, spatial_key, n_cols=(2, 3))[:, :2]
+        xy = read_coords(section, spatial_key, n_cols=(2, 3))[:, :2]
         part = section.copy()
         if any_sparse:  # scipy.sparse has no float16: concatenating it with sparse sections needs float32
             _upcast_half(part)
-        part.obsm["spatial"] = xy
-        part.obsm["spatial_3d"] = np.column_stack([xy, np.full(len(xy), z_value)])
-        part.obs["z"] = float(z_value)
+        part.obsm[Key.obsm.spatial] = xy
+        part.obsm[Key.obsm.spatial_3d] = np.column_stack([xy, np.full(len(xy), z_value)])
+        part.obs[Key.obs.z] = float(z_value)
         if t_value is not None:
-            part.obs["time"] = float(t_value)
-        part.obs["section"] = name
+            part.obs[Key.obs.time] = float(t_value)
+        part.obs[Key.obs.section] = name
         parts.append(part)
 
     all_names = pd.Index(np.concatenate([p.obs_names.to_numpy() for p in parts]))
@@ -115,7 +119,7 @@ def stack_sections(
         stacked = ad.concat(parts, join="outer", merge="same", fill_value=0)
         stacked = stacked[:, union].copy()
         mask = np.concatenate([np.asarray(union.isin(genes))[None, :].repeat(p.n_obs, 0) for p, genes in zip(parts, gene_sets)])
-        stacked.layers["ntf_mask"] = mask.astype(np.uint8)
+        stacked.layers[Key.layers.mask] = mask.astype(np.uint8)
     # obs columns are kept when only some sections have them (missing values where absent), as
     # pandas does; anndata's inner join would drop e.g. a cell-type column annotated on one section
     obs = pd.concat([p.obs for p in parts], join="outer")
@@ -141,8 +145,8 @@ def _section_names(sections, section_names) -> list[str]:
     else:
         names = []
         for i, s in enumerate(sections):
-            if "section" in s.obs and s.obs["section"].nunique() == 1:
-                names.append(str(s.obs["section"].iloc[0]))
+            if Key.obs.section in s.obs and s.obs[Key.obs.section].nunique() == 1:
+                names.append(str(s.obs[Key.obs.section].iloc[0]))
             else:
                 names.append(f"s{i}")
     if len(set(names)) != len(names):
@@ -188,10 +192,11 @@ def _section_time(sections, time_key, names) -> list[float | None]:
         return [None] * len(sections)
     out = []
     for section, name in zip(sections, names):
-        if time_key not in section.obs:
-            raise KeyError(f"section {name!r} has no obs[{time_key!r}]; available columns: {list(section.obs.columns)}")
-        values = pd.to_numeric(section.obs[time_key], errors="coerce").to_numpy(dtype=np.float64)
-        if not np.isfinite(values).all() or np.ptp(values) > 0:
+        try:
+            values = read_time(section, time_key)
+        except (KeyError, ValueError) as err:
+            raise type(err)(f"section {name!r}: {err.args[0]}") from err
+        if np.ptp(values) > 0:
             raise ValueError(f"section {name!r}: obs[{time_key!r}] must be one finite number per section")
         out.append(float(values[0]))
     return out
@@ -213,10 +218,11 @@ def _check_distinct_z(names, z_values, times) -> None:
 def _finish(stacked: ad.AnnData, names, z_values, times) -> ad.AnnData:
     order = np.argsort(np.asarray(z_values), kind="stable")
     ordered = [names[i] for i in order]
-    stacked.obs["section"] = pd.Categorical(stacked.obs["section"].astype(str), categories=ordered)
-    stacked.obs["z"] = stacked.obs["z"].astype(np.float64)
-    stacked.uns["ntf"] = {
-        "sections": {
+    stacked.obs[Key.obs.section] = pd.Categorical(stacked.obs[Key.obs.section].astype(str), categories=ordered)
+    stacked.obs[Key.obs.z] = stacked.obs[Key.obs.z].astype(np.float64)
+    stacked.uns[Key.uns.ntf] = {
+        **stacked.uns.get(Key.uns.ntf, {}),
+        Key.uns.sections: {
             "names": ordered,
             "z": [float(z_values[i]) for i in order],
             **({"time": [float(times[i]) for i in order]} if times[0] is not None else {}),
@@ -228,15 +234,15 @@ def _finish(stacked: ad.AnnData, names, z_values, times) -> ad.AnnData:
 def _stack_single(adata: ad.AnnData, *, spatial_key, z_key, time_key) -> ad.AnnData:
     if adata.n_obs == 0:
         raise ValueError("the AnnData is empty (0 cells)")
-    coords = get_coords(adata, spatial_key, n_cols=(2, 3))
+    coords = read_coords(adata, spatial_key, n_cols=(2, 3))
     if z_key is not None:
         if z_key not in adata.obs:
             raise KeyError(f"obs[{z_key!r}] not found; available columns: {list(adata.obs.columns)}")
         z_values = pd.to_numeric(adata.obs[z_key], errors="coerce").to_numpy(dtype=np.float64)
     elif coords.shape[1] == 3:
         z_values = coords[:, 2]
-    elif "z" in adata.obs:
-        z_values = pd.to_numeric(adata.obs["z"], errors="coerce").to_numpy(dtype=np.float64)
+    elif Key.obs.z in adata.obs:
+        z_values = pd.to_numeric(adata.obs[Key.obs.z], errors="coerce").to_numpy(dtype=np.float64)
     else:
         raise ValueError(
             f"missing z: obsm[{spatial_key!r}] has 2 columns and there is no z column; pass z_key='<obs column>' "
@@ -246,22 +252,18 @@ def _stack_single(adata: ad.AnnData, *, spatial_key, z_key, time_key) -> ad.AnnD
         raise ValueError("z has NaN/inf values (or non-numeric strings); fix or drop those cells")
     out = adata.copy()
     xy = check_coords(coords[:, :2], f"obsm[{spatial_key!r}]", n_cols=2)
-    out.obsm["spatial"] = xy
-    out.obsm["spatial_3d"] = np.column_stack([xy, z_values])
-    out.obs["z"] = z_values
+    out.obsm[Key.obsm.spatial] = xy
+    out.obsm[Key.obsm.spatial_3d] = np.column_stack([xy, z_values])
+    out.obs[Key.obs.z] = z_values
     times = [None]
     group = pd.Series(z_values, index=out.obs_names).map(lambda v: f"z={v:g}")
     if time_key is not None:
-        if time_key not in adata.obs:
-            raise KeyError(f"obs[{time_key!r}] not found; available columns: {list(adata.obs.columns)}")
-        t = pd.to_numeric(adata.obs[time_key], errors="coerce").to_numpy(dtype=np.float64)
-        if not np.isfinite(t).all():
-            raise ValueError(f"obs[{time_key!r}] has NaN/inf or non-numeric values")
-        out.obs["time"] = t
+        t = read_time(adata, time_key)
+        out.obs[Key.obs.time] = t
         group = group + pd.Series([f"|t={v:g}" for v in t], index=out.obs_names)
-    out.obs["section"] = group.astype(str).to_numpy()
-    firsts = out.obs.drop_duplicates("section")
-    names = firsts["section"].tolist()
-    z_list = firsts["z"].astype(float).tolist()
-    times = firsts["time"].astype(float).tolist() if time_key is not None else [None] * len(names)
+    out.obs[Key.obs.section] = group.astype(str).to_numpy()
+    firsts = out.obs.drop_duplicates(Key.obs.section)
+    names = firsts[Key.obs.section].tolist()
+    z_list = firsts[Key.obs.z].astype(float).tolist()
+    times = firsts[Key.obs.time].astype(float).tolist() if time_key is not None else [None] * len(names)
     return _finish(out, names, z_list, times)

@@ -15,94 +15,41 @@ Three baselines, each a small class with ``fit(adata, ...)`` / ``predict(coords)
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 
 import numpy as np
 from scipy import sparse
 from scipy.spatial import cKDTree
 
-from .._validate import check_finite_values
+from .._anndata import dense_float32, gene_positions, read_coords, read_matrix
+from .._constants import Key
+from .._docs import doc_adata, doc_genes, doc_layer, doc_mask_key, doc_params, doc_spatial_key
+from .._validate import check_coords, check_finite_values
 
 __all__ = [
     "NearestSectionBaseline",
     "LinearInterpolationBaseline",
     "KNNBaseline",
     "baseline_predict",
-    "BASELINES",
 ]
 
 
 # ----------------------------------------------------------------------------- helpers
-def _get_values(adata, layer: str | None):
-    """Return the (n_cells, n_genes) matrix of ``adata`` from ``layer`` (or X), float32 (CSR if sparse)."""
-    if layer is None:
-        m = adata.X
-        if m is None:
-            raise ValueError("adata.X is empty; pass layer=... naming the layer that holds the values.")
-    else:
-        if layer not in adata.layers:
-            raise KeyError(
-                f"layer {layer!r} not found in adata.layers (available: {list(adata.layers.keys())}); "
-                "pass one of those, or layer=None to use adata.X."
-            )
-        m = adata.layers[layer]
-    if sparse.issparse(m):
-        return sparse.csr_matrix(m, dtype=np.float32)
-    return np.asarray(m, dtype=np.float32)
+def _float32(matrix):
+    """A matrix as float32: CSR when sparse (never densified), else a dense array."""
+    if sparse.issparse(matrix):
+        return sparse.csr_matrix(matrix, dtype=np.float32)
+    return dense_float32(matrix)
 
 
-def _get_coords(adata, spatial_key: str) -> np.ndarray:
-    if spatial_key not in adata.obsm:
-        raise KeyError(
-            f"obsm[{spatial_key!r}] not found (available: {list(adata.obsm.keys())}); stack the "
-            "sections with ntf_utils.pp.stack_sections or pass spatial_key=... naming the "
-            "(n_cells, 3) coordinates."
-        )
-    return np.asarray(adata.obsm[spatial_key], dtype=np.float64)
-
-
-def _check_coords(coords, what: str = "coords") -> np.ndarray:
-    try:
-        c = np.asarray(coords, dtype=np.float64)
-    except (TypeError, ValueError) as err:  # strings, None, ragged lists
-        raise ValueError(f"{what} must be a numeric (n, 3) array of (x, y, z); it cannot be read as numbers ({err})") from err
-    if c.ndim == 1 and c.shape[0] == 3:  # one point
-        c = c[None, :]
-    if c.ndim != 2 or c.shape[1] != 3:
-        extra = ""
-        if c.ndim == 2 and c.shape[1] == 4:
-            extra = " Baselines are spatial only: drop the time column (coords[:, :3])."
-        elif c.ndim == 2 and c.shape[1] == 2:
-            extra = " Add the section z as a third column."
-        raise ValueError(f"{what} has shape {c.shape}; pass an (n, 3) array of (x, y, z).{extra}")
-    bad = ~np.isfinite(c).all(axis=1)
-    if bad.any():
-        raise ValueError(
-            f"{what} has {int(bad.sum())} row(s) with NaN or infinite coordinates (first at row "
-            f"{int(np.flatnonzero(bad)[0])}); drop or fill those rows before predicting."
-        )
+def _query_coords(coords, what: str = "coords") -> np.ndarray:
+    """Checked ``(n, 3)`` query positions; a 4th (time) column is refused with its own hint."""
+    c = check_coords(coords, what, n_cols=(3, 4))
+    if c.shape[1] == 4:
+        raise ValueError(f"{what} has shape {c.shape}; baselines are spatial only: drop the time column "
+                         "(coords[:, :3]) and pass an (n, 3) array of (x, y, z).")
     return c
-
-
-def _gene_index(available: Sequence[str], genes: Sequence[str] | str | None, where: str) -> np.ndarray | None:
-    """Column indices of ``genes`` within ``available``; None means all columns."""
-    if genes is None:
-        return None
-    if isinstance(genes, str):
-        genes = [genes]
-    try:
-        genes = list(genes)
-    except TypeError as err:
-        raise TypeError(f"genes must be a gene name or a list of gene names, got {type(genes).__name__}") from err
-    lookup = {g: i for i, g in enumerate(available)}
-    missing = [g for g in genes if g not in lookup]
-    if missing:
-        shown = ", ".join(map(repr, missing[:5])) + (" ..." if len(missing) > 5 else "")
-        raise KeyError(
-            f"{len(missing)} gene(s) not found in {where}: {shown}. Pass genes that are in "
-            f"{where} (it has {len(available)} genes)."
-        )
-    return np.array([lookup[g] for g in genes], dtype=np.int64)
 
 
 def _weights_matrix(rows: np.ndarray, cols: np.ndarray, w: np.ndarray, n_rows: int, n_cols: int):
@@ -127,6 +74,20 @@ def _apply_weights(W, values, mask):
         out = np.where(den > 0, num / den, np.nan)
     return out, den
 
+
+_DOCS = {
+    "doc_fitted": """\
+genes
+    Gene names, one per predicted column (after :meth:`fit`).
+k_
+    The number of neighbours used (after :meth:`fit`).""",
+    "doc_cv_options": """\
+max_cv_cells, random_state
+    Used by ``k="auto"`` only.""",
+    "doc_cv_error": """\
+cv_error_
+    ``{k: mean squared error}`` of the leave-section-out selection, or None when k was given.""",
+}
 
 #: Candidate neighbour counts tried by ``k="auto"``.
 K_CANDIDATES = (1, 3, 5, 10, 20, 40, 80)
@@ -167,31 +128,93 @@ def _sq_error(pred, truth) -> tuple[float, int]:
 
 
 class _Base:
-    """Shared fitting logic: values, genes, optional measurement mask."""
+    """Shared fitting logic: values, genes, optional measurement mask, leave-section-out choice of k."""
 
     name = "baseline"
+    default_k: int | str = 1
+    fallback_k = 1
+
+    @doc_params(
+        doc_adata=doc_adata, doc_layer=doc_layer, doc_spatial_key=doc_spatial_key, doc_genes=doc_genes,
+        doc_mask_key=doc_mask_key,
+    )
+    def fit(
+        self,
+        adata,
+        layer: str | None = None,
+        spatial_key: str = Key.obsm.spatial_3d,
+        *,
+        genes: Sequence[str] | None = None,
+        mask_key: str | None = Key.layers.mask,
+    ):
+        """Fit on a stacked AnnData.
+
+        Parameters
+        ----------
+        {doc_adata}
+            Its sections are the distinct z values of ``obsm[spatial_key][:, 2]``.
+        {doc_layer}
+        {doc_spatial_key}
+        {doc_genes}
+            Restricts the fit to these genes.
+        {doc_mask_key}
+            Unmeasured entries are left out of the neighbour means (and a section without any
+            measured neighbour for a gene gives way to the other section).
+
+        Returns
+        -------
+        self
+        """
+        coords, values, mask = self._fit_common(adata, layer, spatial_key, genes, mask_key)
+        self._index(coords, values, mask)
+        k = self.default_k if self.k is None else self.k
+        self.cv_error_ = None
+        self.k_ = int(self._select_k(coords, values, mask) if k == "auto" else k)
+        self._ready()
+        return self
+
+    def _index(self, coords, values, mask) -> None:
+        """Keep what ``predict`` reads from the training cells (before k is chosen)."""
+        raise NotImplementedError
+
+    def _ready(self) -> None:
+        """Hook once ``k_`` is known."""
+
+    def _predict_without(self, h, section, rows, coords, values, mask):
+        """Yield ``(k, prediction at cells rows)`` for every k in ``K_CANDIDATES``, section ``h`` left out."""
+        raise NotImplementedError
+
+    def _select_k(self, coords, values, mask) -> int:
+        """Leave-one-section-out choice of k (see :class:`LinearInterpolationBaseline`)."""
+        z_levels, section = np.unique(coords[:, 2], return_inverse=True)
+        held = _holdout_sections(len(z_levels))
+        if len(held) == 0:
+            return self.fallback_k
+        rng = np.random.default_rng(self.random_state)
+        per_section = max(self.max_cv_cells // len(held), 1)
+        sse = dict.fromkeys(K_CANDIDATES, 0.0)
+        count = dict.fromkeys(K_CANDIDATES, 0)
+        for h in held:
+            in_h = np.flatnonzero(section == h)
+            rows = np.sort(rng.choice(in_h, size=min(len(in_h), per_section), replace=False))
+            truth = _heldout_truth(values, mask, rows)
+            for k, pred in self._predict_without(h, section, rows, coords, values, mask):
+                e, c = _sq_error(pred, truth)
+                sse[k] += e
+                count[k] += c
+        self.cv_error_ = {k: (sse[k] / count[k] if count[k] else np.nan) for k in K_CANDIDATES}
+        finite = {k: v for k, v in self.cv_error_.items() if np.isfinite(v)}
+        return min(finite, key=lambda k: (finite[k], k)) if finite else self.fallback_k
 
     def _fit_common(self, adata, layer, spatial_key, genes, mask_key):
-        coords = _get_coords(adata, spatial_key)
-        if coords.ndim != 2 or coords.shape[1] < 3:
-            raise ValueError(
-                f"obsm[{spatial_key!r}] has shape {coords.shape}; baselines need (n_cells, 3) "
-                "(x, y, z) coordinates. Use ntf_utils.pp.stack_sections to build them."
-            )
-        coords = coords[:, :3]
-        if not np.isfinite(coords).all():
-            raise ValueError(
-                f"obsm[{spatial_key!r}] contains NaN or infinite coordinates; drop those cells "
-                "before fitting."
-            )
-        values = _get_values(adata, layer)
+        coords = read_coords(adata, spatial_key)[:, :3]
+        values = _float32(read_matrix(adata, layer))
         check_finite_values(values, "adata.X" if layer is None else f"layers[{layer!r}]")
         all_genes = [str(g) for g in adata.var_names]
-        idx = _gene_index(all_genes, genes, "the training data's var_names")
+        idx = gene_positions(all_genes, genes, "the training data's var_names")
         mask = None
         if mask_key is not None and mask_key in adata.layers:
-            m = adata.layers[mask_key]
-            mask = sparse.csr_matrix(m, dtype=np.float32) if sparse.issparse(m) else np.asarray(m, np.float32)
+            mask = _float32(read_matrix(adata, mask_key))
             if mask.min() >= 1:  # everything measured: skip the masked code path
                 mask = None
         if idx is not None:
@@ -214,11 +237,11 @@ class _Base:
 
     def _query(self, coords):
         if hasattr(coords, "obsm") and hasattr(coords, "var_names"):
-            coords = _get_coords(coords, self.spatial_key)
-        return _check_coords(coords)
+            return _query_coords(read_coords(coords, self.spatial_key), f"obsm[{self.spatial_key!r}]")
+        return _query_coords(coords)
 
     def _finish(self, out, genes):
-        idx = _gene_index(self.genes, genes, "the fitted baseline's genes")
+        idx = gene_positions(self.genes, genes, "the fitted baseline's genes")
         if idx is not None:
             out = out[:, idx]
         return np.asarray(out, dtype=np.float32)
@@ -233,89 +256,27 @@ class _Base:
 class _SectionwiseBase(_Base):
     """Keeps one in-plane kNN reader per training section."""
 
-    default_k: int | str = 1
-    fallback_k = 1
-
     def __init__(self, k: int | str | None = None, *, max_cv_cells: int = 2000, random_state: int = 0):
         self.k = _check_k(k, "number of in-plane neighbours")
         self.max_cv_cells = int(max_cv_cells)
         self.random_state = random_state
 
-    def fit(
-        self,
-        adata,
-        layer: str | None = None,
-        spatial_key: str = "spatial_3d",
-        *,
-        genes: Sequence[str] | None = None,
-        mask_key: str | None = "ntf_mask",
-    ):
-        """Fit on a stacked AnnData.
-
-        Parameters
-        ----------
-        adata
-            Stacked AnnData (see ``pp.stack_sections``); sections are the distinct z values of
-            ``obsm[spatial_key][:, 2]``.
-        layer
-            Layer holding the values to predict; None uses ``adata.X`` (dense or sparse).
-        spatial_key
-            ``obsm`` key of the ``(n_cells, 3)`` (x, y, z) coordinates in original units.
-        genes
-            Restrict to these genes (default: all of ``adata.var_names``).
-        mask_key
-            Layer marking measured entries (1) vs genes absent from a section (0), as written by
-            ``pp.stack_sections(join="outer")``; unmeasured entries are left out of the in-plane
-            means (and a section without any measured neighbour for a gene gives way to the
-            other section). Ignored when absent.
-
-        Returns
-        -------
-        self
-        """
-        coords, values, mask = self._fit_common(adata, layer, spatial_key, genes, mask_key)
+    def _index(self, coords, values, mask) -> None:
         z = coords[:, 2]
         self.z_ = np.unique(z)
         self._sections = []
         for zs in self.z_:
             sel = np.flatnonzero(z == zs)
-            xy = coords[sel, :2]
-            self._sections.append((cKDTree(xy), values[sel], None if mask is None else mask[sel], len(sel)))
-        k = self.default_k if self.k is None else self.k
-        self.cv_error_ = None
-        if k == "auto":
-            k = self._select_k()
-        self.k_ = int(k)
-        return self
+            self._sections.append((cKDTree(coords[sel, :2]), values[sel], None if mask is None else mask[sel], len(sel)))
 
-    def _select_k(self) -> int:
-        """Leave-one-section-out choice of k (see the class docstring)."""
-        import copy
-
-        held = _holdout_sections(len(self.z_))
-        if len(held) == 0:
-            return self.fallback_k
-        rng = np.random.default_rng(self.random_state)
-        per_section = max(self.max_cv_cells // len(held), 1)
-        sse = dict.fromkeys(K_CANDIDATES, 0.0)
-        count = dict.fromkeys(K_CANDIDATES, 0)
-        for h in held:
-            tree, values, mask, n = self._sections[h]
-            rows = np.sort(rng.choice(n, size=min(n, per_section), replace=False))
-            truth = _heldout_truth(values, mask, rows)
-            xyz = np.column_stack([tree.data[rows], np.full(len(rows), self.z_[h])])
-            sub = copy.copy(self)
-            keep = [i for i in range(len(self.z_)) if i != h]
-            sub.z_ = self.z_[keep]
-            sub._sections = [self._sections[i] for i in keep]
-            for k in K_CANDIDATES:
-                sub.k_ = k
-                e, c = _sq_error(sub._predict_all(xyz), truth)
-                sse[k] += e
-                count[k] += c
-        self.cv_error_ = {k: (sse[k] / count[k] if count[k] else np.nan) for k in K_CANDIDATES}
-        finite = {k: v for k, v in self.cv_error_.items() if np.isfinite(v)}
-        return min(finite, key=lambda k: (finite[k], k)) if finite else self.fallback_k
+    def _predict_without(self, h, section, rows, coords, values, mask):
+        sub = copy.copy(self)
+        keep = [i for i in range(len(self.z_)) if i != h]
+        sub.z_ = self.z_[keep]
+        sub._sections = [self._sections[i] for i in keep]
+        for k in K_CANDIDATES:
+            sub.k_ = k
+            yield k, sub._predict_all(coords[rows])
 
     def _inplane(self, s: int, xy: np.ndarray):
         """kNN mean of section ``s`` at in-plane positions ``xy``: ``(mean, support)``."""
@@ -379,6 +340,7 @@ class _SectionwiseBase(_Base):
         return out
 
 
+@doc_params(**_DOCS)
 class NearestSectionBaseline(_SectionwiseBase):
     """Predict from the nearest training section in z.
 
@@ -392,15 +354,11 @@ class NearestSectionBaseline(_SectionwiseBase):
     k
         Number of in-plane neighbours averaged (default 1), or ``"auto"`` for the
         leave-one-section-out choice described in :class:`LinearInterpolationBaseline`.
-    max_cv_cells, random_state
-        Used by ``k="auto"`` only.
+    {doc_cv_options}
 
     Attributes
     ----------
-    genes
-        Gene names, one per predicted column (after :meth:`fit`).
-    k_
-        The number of neighbours used (after :meth:`fit`).
+    {doc_fitted}
     z_
         Sorted z of the training sections.
     """
@@ -416,6 +374,7 @@ class NearestSectionBaseline(_SectionwiseBase):
         ]
 
 
+@doc_params(**_DOCS)
 class LinearInterpolationBaseline(_SectionwiseBase):
     """Linear interpolation in z between the two training sections bracketing the query.
 
@@ -434,12 +393,7 @@ class LinearInterpolationBaseline(_SectionwiseBase):
         predicted from the remaining sections for every k in ``K_CANDIDATES`` = (1, 3, 5, 10,
         20, 40, 80), and the k with the lowest squared error against the held-out values is
         kept (ties: the smaller k). With fewer than three sections k=5 is used. The best k
-        depends on noise and on how fine the tissue structure is relative to cell spacing: on
-        synthetic log-normalised Poisson stacks (10 sections of 1500 cells, 3 held out) the
-        test-optimal k ranged from 10 to 40, and the auto choice was within 0.2 % of the
-        test-optimal RMSE in all four settings tried (smooth/sharp structure x high/low
-        counts); the best fixed k (10) was up to 6.5 % worse in one of them, k=5 up to 15 %,
-        k=40 up to 60 %. Fitting with ``"auto"`` took about 0.1 s on those 10,500 cells.
+        depends on noise and on how fine the tissue structure is relative to cell spacing.
     max_cv_cells
         Cells used by ``k="auto"`` (subsampled from the held-out sections).
     random_state
@@ -447,12 +401,8 @@ class LinearInterpolationBaseline(_SectionwiseBase):
 
     Attributes
     ----------
-    genes
-        Gene names, one per predicted column (after :meth:`fit`).
-    k_
-        The number of neighbours used (after :meth:`fit`).
-    cv_error_
-        ``{k: mean squared error}`` of the leave-section-out selection, or None when k was given.
+    {doc_fitted}
+    {doc_cv_error}
     z_
         Sorted z of the training sections.
     """
@@ -486,6 +436,7 @@ class LinearInterpolationBaseline(_SectionwiseBase):
         return out
 
 
+@doc_params(**_DOCS)
 class KNNBaseline(_Base):
     """k-nearest-neighbour regression in 3D, in original units.
 
@@ -501,22 +452,16 @@ class KNNBaseline(_Base):
         Number of neighbours, or ``"auto"``. Default (None) is ``"auto"``: the same
         leave-one-section-out rule as :class:`LinearInterpolationBaseline` (held-out sections
         removed from the neighbour search), falling back to k=10 with fewer than three
-        sections. On the synthetic stacks described there, the auto choice was within 7 % of
-        the test-optimal RMSE (k from 20 to 80 was optimal depending on the setting).
+        sections.
     weights
         ``"uniform"`` (default) or ``"distance"`` (inverse distance; a neighbour at distance 0
         takes all the weight, as in scikit-learn).
-    max_cv_cells, random_state
-        Used by ``k="auto"`` only.
+    {doc_cv_options}
 
     Attributes
     ----------
-    genes
-        Gene names, one per predicted column (after :meth:`fit`).
-    k_
-        The number of neighbours used (after :meth:`fit`).
-    cv_error_
-        ``{k: mean squared error}`` of the leave-section-out selection, or None when k was given.
+    {doc_fitted}
+    {doc_cv_error}
     """
 
     name = "knn"
@@ -549,67 +494,29 @@ class KNNBaseline(_Base):
         w[has_exact] = exact[has_exact].astype(np.float64)
         return w / w.sum(axis=1, keepdims=True)
 
-    def _select_k(self, coords, values, mask) -> int:
-        from sklearn.neighbors import NearestNeighbors
-
-        z_levels, sec = np.unique(coords[:, 2], return_inverse=True)
-        held = _holdout_sections(len(z_levels))
-        if len(held) == 0:
-            return self.fallback_k
-        rng = np.random.default_rng(self.random_state)
-        per_section = max(self.max_cv_cells // len(held), 1)
-        sse = dict.fromkeys(K_CANDIDATES, 0.0)
-        count = dict.fromkeys(K_CANDIDATES, 0)
-        for h in held:
-            in_h = np.flatnonzero(sec == h)
-            others = np.flatnonzero(sec != h)
-            rows = np.sort(rng.choice(in_h, size=min(len(in_h), per_section), replace=False))
-            truth = _heldout_truth(values, mask, rows)
-            kmax = min(max(K_CANDIDATES), len(others))
-            nn = NearestNeighbors(n_neighbors=kmax).fit(coords[others])
-            dist, idx = nn.kneighbors(coords[rows])
-            sub_values = values[others]
-            sub_mask = None if mask is None else mask[others]
-            for k in K_CANDIDATES:
-                kk = min(k, kmax)
-                w = self._weights(dist[:, :kk])
-                W = _weights_matrix(
-                    np.repeat(np.arange(len(rows)), kk), idx[:, :kk], w, len(rows), len(others)
-                )
-                e, c = _sq_error(_apply_weights(W, sub_values, sub_mask)[0], truth)
-                sse[k] += e
-                count[k] += c
-        self.cv_error_ = {k: (sse[k] / count[k] if count[k] else np.nan) for k in K_CANDIDATES}
-        finite = {k: v for k, v in self.cv_error_.items() if np.isfinite(v)}
-        return min(finite, key=lambda k: (finite[k], k)) if finite else self.fallback_k
-
-    def fit(
-        self,
-        adata,
-        layer: str | None = None,
-        spatial_key: str = "spatial_3d",
-        *,
-        genes: Sequence[str] | None = None,
-        mask_key: str | None = "ntf_mask",
-    ):
-        """Fit on a stacked AnnData (parameters as :meth:`NearestSectionBaseline.fit`).
-
-        Returns
-        -------
-        self
-        """
-        from sklearn.neighbors import NearestNeighbors
-
-        coords, values, mask = self._fit_common(adata, layer, spatial_key, genes, mask_key)
-        k = self.default_k if self.k is None else self.k
-        self.cv_error_ = None
-        if k == "auto":
-            k = self._select_k(coords, values, mask)
-        self.k_ = int(k)
-        self._nn = NearestNeighbors(n_neighbors=min(self.k_, len(coords))).fit(coords)
+    def _index(self, coords, values, mask) -> None:
+        self._coords = coords
         self._values = values
         self._mask = mask
-        return self
+
+    def _ready(self) -> None:
+        from sklearn.neighbors import NearestNeighbors
+
+        self._nn = NearestNeighbors(n_neighbors=min(self.k_, len(self._coords))).fit(self._coords)
+
+    def _predict_without(self, h, section, rows, coords, values, mask):
+        from sklearn.neighbors import NearestNeighbors
+
+        others = np.flatnonzero(section != h)
+        kmax = min(max(K_CANDIDATES), len(others))
+        dist, idx = NearestNeighbors(n_neighbors=kmax).fit(coords[others]).kneighbors(coords[rows])
+        sub_values = values[others]
+        sub_mask = None if mask is None else mask[others]
+        for k in K_CANDIDATES:
+            kk = min(k, kmax)
+            w = self._weights(dist[:, :kk])
+            W = _weights_matrix(np.repeat(np.arange(len(rows)), kk), idx[:, :kk], w, len(rows), len(others))
+            yield k, _apply_weights(W, sub_values, sub_mask)[0]
 
     def predict(self, coords, genes: Sequence[str] | None = None) -> np.ndarray:
         """Predict expression at 3D positions (parameters as :meth:`NearestSectionBaseline.predict`).
@@ -639,13 +546,14 @@ BASELINES = {
 }
 
 
+@doc_params(doc_genes=doc_genes)
 def baseline_predict(
     train,
     query,
     method: str = "linear",
     *,
     layer: str | None = None,
-    spatial_key: str = "spatial_3d",
+    spatial_key: str = Key.obsm.spatial_3d,
     k: int | None = None,
     genes: Sequence[str] | None = None,
 ) -> np.ndarray:
@@ -668,8 +576,8 @@ def baseline_predict(
         ``obsm`` key of the coordinates in ``train`` (and in ``query`` when it is an AnnData).
     k
         Number of neighbours, ``"auto"``, or None for the method's default.
-    genes
-        Predict only these genes (default: all of ``train.var_names``).
+    {doc_genes}
+        Predicts only these genes.
 
     Returns
     -------
@@ -686,6 +594,5 @@ def baseline_predict(
     model = BASELINES[method](k=k)
     model.fit(train, layer=layer, spatial_key=spatial_key, genes=genes)
     if hasattr(query, "obsm") and hasattr(query, "var_names"):
-        coords = _get_coords(query, spatial_key)
-        return model.predict(_check_coords(coords, f"query.obsm[{spatial_key!r}]"))
-    return model.predict(_check_coords(query, "query"))
+        return model.predict(_query_coords(read_coords(query, spatial_key), f"query.obsm[{spatial_key!r}]"))
+    return model.predict(_query_coords(query, "query"))

@@ -5,7 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .._validate import check_coords, get_coords
+from .._anndata import read_coords
+from .._constants import Key
+from .._docs import doc_params, doc_seed
+from .._validate import check_coords
+
+__all__ = ["domains"]
 
 METHODS = ("leiden", "kmeans")
 
@@ -19,13 +24,12 @@ def latent_embedding(field, coords, *, time=None) -> np.ndarray:
     ``M = U S V^T``, the embedding ``latent @ V S`` is a rotation of the predicted profiles: Euclidean
     distances between embeddings equal distances between predicted log-expression profiles, the space
     scanpy clusters in (log-normalised, unscaled). Clustering the raw latent instead weighs latent
-    directions the decoder barely uses as much as the ones that drive the genes (on the synthetic
-    embryo: adjusted Rand index about 0.45 for the raw latent, about 0.9 for this embedding).
+    directions the decoder barely uses as much as the ones that drive the genes.
 
     Parameters
     ----------
     field
-        A fitted :class:`~ntf_utils.model.field.NTFField`.
+        A fitted :class:`~ntf_utils.model._field.NTFField`.
     coords
         ``(n, 3)`` (or ``(n, 4)`` with time) coordinates in original units.
     time
@@ -39,7 +43,7 @@ def latent_embedding(field, coords, *, time=None) -> np.ndarray:
     """
     latent = field.latent(coords, time=time).astype(np.float64)
     weight = field.network.decoder.weight.detach().cpu().numpy().astype(np.float64)  # (genes, r)
-    if field.config.loss == "mse":
+    if field.config.training.loss == "mse":
         weight = weight * np.asarray(field.gene_std, dtype=np.float64)[:, None]
     _, s, vt = np.linalg.svd(weight, full_matrices=False)
     basis = vt.T * s[None, :]  # (r, k)
@@ -52,7 +56,7 @@ def domain_grid(field, shape=48, *, bounds=None):
     Parameters
     ----------
     field
-        A fitted :class:`~ntf_utils.model.field.NTFField`.
+        A fitted :class:`~ntf_utils.model._field.NTFField`.
     shape
         As in :meth:`NTFField.render`: voxels along the longest axis (int) or ``(nx, ny, nz)``.
     bounds
@@ -62,7 +66,7 @@ def domain_grid(field, shape=48, *, bounds=None):
     -------
     (coords, inside, shape, axes)
         ``coords`` ``(nx * ny * nz, 3)`` voxel centres in C order (x slowest, as
-        :meth:`Volume.coords <ntf_utils.model.volume.Volume.coords>`), ``inside`` the matching boolean
+        :meth:`Volume.coords <ntf_utils.model._volume.Volume.coords>`), ``inside`` the matching boolean
         mask from :meth:`NTFField.inside`, the grid ``shape`` and the three axis arrays.
     """
     box = np.asarray(bounds if bounds is not None else field.bounds[:3], dtype=np.float64)
@@ -126,13 +130,14 @@ def _leiden(embedding, resolution, n_neighbors, seed) -> np.ndarray:
     if n < 3:
         raise ValueError(f"leiden needs at least 3 points, got {n}; use a larger grid or more cells")
     tmp = ad.AnnData(X=np.zeros((n, 0), dtype=np.float32))
-    tmp.obsm["X_latent"] = embedding
-    sc.pp.neighbors(tmp, n_neighbors=min(int(n_neighbors), n - 1), use_rep="X_latent", random_state=seed)
+    tmp.obsm[Key.obsm.latent] = embedding
+    sc.pp.neighbors(tmp, n_neighbors=min(int(n_neighbors), n - 1), use_rep=Key.obsm.latent, random_state=seed)
     sc.tl.leiden(tmp, resolution=float(resolution), flavor="igraph", n_iterations=2, directed=False,
                  random_state=seed, key_added="leiden")
     return tmp.obs["leiden"].astype(int).to_numpy()
 
 
+@doc_params(doc_seed=doc_seed)
 def domains(
     field,
     grid=None,
@@ -141,10 +146,10 @@ def domains(
     method: str | None = None,
     resolution: float = 1.0,
     shape=48,
-    key_added: str = "ntf_domain",
+    key_added: str = Key.obs.domain,
     n_neighbors: int = 15,
     seed: int = 0,
-    spatial_key: str = "spatial_3d",
+    spatial_key: str = Key.obsm.spatial_3d,
     time=None,
     copy: bool = False,
 ):
@@ -154,18 +159,13 @@ def domains(
     :func:`latent_embedding`: distances equal distances between the decoded genes) and clustered
     with Leiden on a kNN graph (:func:`scanpy.pp.neighbors` + :func:`scanpy.tl.leiden`, igraph
     flavour) or with k-means (:class:`sklearn.cluster.KMeans`) into ``n_domains`` domains. Domains are
-    numbered ``"0", "1", ...`` by decreasing size.
-
-    On the synthetic embryo (10 sections x 400 cells, 40 genes, a 200-step field) k-means at the true
-    number of domains recovers the six true domains at the cells with an adjusted Rand index of 0.92
-    to 0.93 (two data seeds; ``tests/test_domains.py`` requires 0.75). Leiden on the same cells splits
-    smooth gradients into extra domains (ARI about 0.5 at ``resolution=0.1-0.2``): prefer k-means when
-    the number of domains is known.
+    numbered ``"0", "1", ...`` by decreasing size. Leiden tends to split smooth gradients into extra
+    domains: prefer k-means when the number of domains is known.
 
     Parameters
     ----------
     field
-        A fitted :class:`~ntf_utils.model.field.NTFField`.
+        A fitted :class:`~ntf_utils.model._field.NTFField`.
     grid
         ``None``: a render-style voxel grid over the field's bounds (``shape`` as in
         :meth:`NTFField.render`), keeping the voxels inside the tissue (:meth:`NTFField.inside`).
@@ -181,11 +181,11 @@ def domains(
         Grid size when ``grid`` is None: voxels along the longest axis, or ``(nx, ny, nz)``.
     key_added
         Name of the label column (``obs[key_added]``); the embedding goes to
-        ``obsm[f"{key_added}_latent"]`` and the parameters to ``uns[key_added]``.
+        ``obsm[f"{key_added}_latent"]`` and the parameters to ``uns["ntf"][key_added]``.
     n_neighbors
         Neighbours of the kNN graph for Leiden.
-    seed
-        Seeds k-means, the kNN graph and Leiden: the same seed gives the same domains.
+    {doc_seed}
+        It seeds k-means, the kNN graph and Leiden.
     spatial_key
         ``obsm`` key of the coordinates when ``grid`` is an AnnData.
     time
@@ -198,11 +198,11 @@ def domains(
     AnnData or None
         ``grid=None`` or an array: a new AnnData with one observation per point (for the grid, per
         voxel inside the tissue, in the C order of :meth:`Volume.to_anndata
-        <ntf_utils.model.volume.Volume.to_anndata>`), ``obs[key_added]`` (categorical), ``obs["z"]``,
-        ``obsm["spatial_3d"]``, ``obsm[f"{key_added}_latent"]`` and ``uns[key_added]`` (for the grid
+        <ntf_utils.model._volume.Volume.to_anndata>`), ``obs[key_added]`` (categorical), ``obs["z"]``,
+        ``obsm["spatial_3d"]``, ``obsm[f"{key_added}_latent"]`` and ``uns["ntf"][key_added]`` (for the grid
         also ``shape``, ``bounds`` and ``obs["voxel"]``, the flat C-order voxel index). Plot it with
         ``ntf_utils.pl.domains_3d(result, key_added)``. An AnnData ``grid``: ``None`` (it gets
-        ``obs[key_added]``, ``obsm[f"{key_added}_latent"]`` and ``uns[key_added]``), or the annotated
+        ``obs[key_added]``, ``obsm[f"{key_added}_latent"]`` and ``uns["ntf"][key_added]``), or the annotated
         copy when ``copy=True``.
 
     Examples
@@ -223,13 +223,13 @@ def domains(
         "embedding": "latent in the decoder metric (latent @ V S, W = U S V^T)",
     }
     if isinstance(grid, ad.AnnData):
-        coords = get_coords(grid, spatial_key, n_cols=(3, 4))
+        coords = read_coords(grid, spatial_key)
         embedding = latent_embedding(field, coords, time=time)
         labels = _cluster(embedding, method, n_domains, resolution, n_neighbors, seed)
         target = grid.copy() if copy else grid
         target.obs[key_added] = _categorical(labels, target.obs_names)
         target.obsm[f"{key_added}_latent"] = embedding
-        target.uns[key_added] = params
+        target.uns[Key.uns.ntf] = {**target.uns.get(Key.uns.ntf, {}), key_added: params}
         return target if copy else None
 
     if copy:
@@ -252,12 +252,12 @@ def domains(
     names = [f"{prefix}_{i}" for i in (voxel if voxel is not None else range(len(coords)))]
     out = ad.AnnData(X=np.zeros((len(coords), 0), dtype=np.float32), obs=pd.DataFrame(index=names))
     out.obs[key_added] = _categorical(labels, out.obs_names)
-    out.obs["z"] = coords[:, 2]
+    out.obs[Key.obs.z] = coords[:, 2]
     if voxel is not None:
-        out.obs["voxel"] = voxel
-    out.obsm["spatial_3d"] = coords[:, :3].copy()
+        out.obs[Key.obs.voxel] = voxel
+    out.obsm[Key.obsm.spatial_3d] = coords[:, :3].copy()
     out.obsm[f"{key_added}_latent"] = embedding
-    out.uns[key_added] = params
+    out.uns[Key.uns.ntf] = {key_added: params}
     return out
 
 

@@ -11,6 +11,9 @@ import pandas as pd
 from scipy import sparse
 
 from .. import metrics as _m
+from .._anndata import read_coords, read_matrix, read_time
+from .._constants import Key
+from .._docs import doc_mask_key, doc_params, doc_section_key, doc_time_key
 
 __all__ = ["evaluate_sections", "summarize_evaluation"]
 
@@ -18,23 +21,15 @@ _COLUMNS = ["method", "section", "gene", "pearson", "spearman", "rmse", "ssim", 
 
 
 def _truth_matrix(test, layer, truth_layer, mask_key):
+    """The true values (``truth_layer``, else ``layer``) and the measurement mask (or None) of ``test``."""
+    which = "truth_layer" if truth_layer is not None else "layer"
     key = truth_layer if truth_layer is not None else layer
-    if key is None:
-        m = test.X
-        if m is None:
-            raise ValueError("test.X is empty; pass truth_layer=... naming the layer with the true values.")
-    else:
-        if key not in test.layers:
-            which = "truth_layer" if truth_layer is not None else "layer"
-            raise KeyError(
-                f"{which}={key!r} not found in test.layers (available: {list(test.layers.keys())}); "
-                f"pass one of those, or {which}=None to use test.X."
-            )
-        m = test.layers[key]
-    mask = None
-    if mask_key is not None and mask_key in test.layers:
-        mask = test.layers[mask_key]
-    return m, mask
+    try:
+        values = read_matrix(test, key)
+    except KeyError as err:
+        raise KeyError(f"{which}={key!r}: {err.args[0]}") from err
+    mask = read_matrix(test, mask_key) if mask_key is not None and mask_key in test.layers else None
+    return values, mask
 
 
 def _dense_rows_cols(m, rows, cols) -> np.ndarray:
@@ -176,6 +171,7 @@ def _method_name(pred, fallback):
     return fallback
 
 
+@doc_params(doc_section_key=doc_section_key, doc_time_key=doc_time_key, doc_mask_key=doc_mask_key)
 def evaluate_sections(
     predictions,
     test,
@@ -183,13 +179,13 @@ def evaluate_sections(
     layer: str | None = None,
     truth_layer: str | None = None,
     genes: Sequence[str] | None = None,
-    spatial_key: str = "spatial_3d",
+    spatial_key: str = Key.obsm.spatial_3d,
     method: str | None = None,
     ssim: bool = True,
-    section_key: str = "section",
+    section_key: str = Key.obs.section,
     time_key: str | None = None,
     resolution: float | None = None,
-    mask_key: str | None = "ntf_mask",
+    mask_key: str | None = Key.layers.mask,
 ) -> pd.DataFrame:
     """Score predictions on held-out sections, one row per (method, section, gene).
 
@@ -225,17 +221,16 @@ def evaluate_sections(
         class name, else ``"prediction"``.
     ssim
         Compute SSIM of rasterised sections (the slowest metric); False leaves the column NaN.
-    section_key
-        ``obs`` column naming the sections; when absent, sections are the distinct z values.
-    time_key
-        ``obs`` column appended to the coordinates as a fourth (time) column for predictors
-        trained with time.
+    {doc_section_key}
+        When absent, sections are the distinct z values.
+    {doc_time_key}
+        Appended to the coordinates as a fourth column for predictors trained with time.
     resolution
         Pixel size for the SSIM rasterisation (default: the section's median nearest-neighbour
         distance, see :func:`ntf_utils.metrics.rasterize_section`, coarsened where needed so that
         an image has at most 16 pixels per cell, e.g. when a few cells lie far from the rest).
-    mask_key
-        Layer marking measured entries; unmeasured truth entries (mask 0) are ignored.
+    {doc_mask_key}
+        Unmeasured truth entries (mask 0) are left out of the metrics.
 
     Returns
     -------
@@ -257,24 +252,8 @@ def evaluate_sections(
     >>> df = ntf_utils.tl.evaluate_sections({"ntf": field, "linear": lin}, test)  # doctest: +SKIP
     >>> ntf_utils.tl.summarize_evaluation(df)  # doctest: +SKIP
     """
-    if spatial_key not in test.obsm:
-        raise KeyError(
-            f"test.obsm[{spatial_key!r}] not found (available: {list(test.obsm.keys())}); pass "
-            "spatial_key=... or stack the test sections with ntf_utils.pp.stack_sections."
-        )
-    coords = np.asarray(test.obsm[spatial_key], dtype=np.float64)
-    if coords.ndim != 2 or coords.shape[1] < 3:
-        raise ValueError(f"test.obsm[{spatial_key!r}] has shape {coords.shape}; expected (n_cells, 3).")
-    coords = coords[:, :3]
-    if not np.isfinite(coords).all():
-        raise ValueError(f"test.obsm[{spatial_key!r}] contains NaN coordinates; drop those cells first.")
-    query = coords
-    if time_key is not None:
-        if time_key not in test.obs:
-            raise KeyError(
-                f"time_key={time_key!r} is not a column of test.obs; pass an existing column or None."
-            )
-        query = np.column_stack([coords, test.obs[time_key].to_numpy(dtype=np.float64)])
+    coords = read_coords(test, spatial_key)[:, :3]
+    query = coords if time_key is None else np.column_stack([coords, read_time(test, time_key)])
     if genes is not None:
         genes = [genes] if isinstance(genes, str) else [str(g) for g in genes]
 

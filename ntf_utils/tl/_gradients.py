@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._validate import check_coords, get_coords
+from .._anndata import read_coords, read_time
+from .._constants import Key
+from .._docs import doc_params, doc_time_key
+from .._validate import check_coords
+
+__all__ = ["gradients"]
 
 
 def _gene_list(field, genes) -> list[str]:
@@ -17,13 +22,14 @@ def _gene_list(field, genes) -> list[str]:
     return genes
 
 
+@doc_params(doc_time_key=doc_time_key)
 def gradients(
     field,
     coords_or_adata,
     genes,
     *,
-    spatial_key: str = "spatial_3d",
-    key_added: str = "ntf_gradient",
+    spatial_key: str = Key.obsm.spatial_3d,
+    key_added: str = Key.obsm.gradient,
     normalize: bool = False,
     time=None,
     time_key: str | None = None,
@@ -31,8 +37,8 @@ def gradients(
 ):
     """Spatial gradients of predicted expression, d value / d (x, y, z), by automatic differentiation.
 
-    Wraps :meth:`NTFField.gradient <ntf_utils.model.field.NTFField.gradient>`: the derivative of the
-    field's prediction (in the space of :meth:`~ntf_utils.model.field.NTFField.predict`, e.g.
+    Wraps :meth:`NTFField.gradient <ntf_utils.model._field.NTFField.gradient>`: the derivative of the
+    field's prediction (in the space of :meth:`~ntf_utils.model._field.NTFField.predict`, e.g.
     log-normalised expression) per original coordinate unit, exact for the network (the hash grid is
     piecewise trilinear, so the gradient is piecewise smooth and jumps at grid-cell faces). For a
     field with a time axis only the three spatial components are returned.
@@ -40,7 +46,7 @@ def gradients(
     Parameters
     ----------
     field
-        A fitted :class:`~ntf_utils.model.field.NTFField`.
+        A fitted :class:`~ntf_utils.model._field.NTFField`.
     coords_or_adata
         An ``(n, 3)`` array of (x, y, z) in original units, or an AnnData with coordinates in
         ``obsm[spatial_key]``.
@@ -55,8 +61,8 @@ def gradients(
         ``obs`` are always the raw gradient norms.
     time
         Time for a field with a time axis when the coordinates have 3 columns.
-    time_key
-        ``obs`` column holding each cell's time (AnnData input, field with a time axis).
+    {doc_time_key}
+        AnnData input only.
     copy
         AnnData input: return an annotated copy instead of writing into ``coords_or_adata``.
 
@@ -65,7 +71,7 @@ def gradients(
     numpy.ndarray or AnnData or None
         For an array: ``(n, len(genes), 3)`` float32. For an AnnData: ``None`` (or the copy with
         ``copy=True``); for every gene it gets ``obsm[f"{key_added}_{gene}"]`` ``(n, 3)`` and
-        ``obs[f"{key_added}_{gene}_magnitude"]``, plus ``uns[key_added]`` with the genes written so far
+        ``obs[f"{key_added}_{gene}_magnitude"]``, plus ``uns["ntf"][key_added]`` with the genes written so far
         (over repeated calls), whether each was normalised, and the units.
 
     Examples
@@ -79,12 +85,9 @@ def gradients(
     gene_list = _gene_list(field, genes)
     is_adata = isinstance(coords_or_adata, ad.AnnData)
     if is_adata:
-        coords = get_coords(coords_or_adata, spatial_key, n_cols=(3, 4))
+        coords = read_coords(coords_or_adata, spatial_key)
         if time_key is not None:
-            if time_key not in coords_or_adata.obs:
-                raise KeyError(f"obs[{time_key!r}] not found; available columns: {list(coords_or_adata.obs.columns)}")
-            t = coords_or_adata.obs[time_key].to_numpy(dtype=np.float64)
-            coords = np.column_stack([coords[:, :3], t])
+            coords = np.column_stack([coords[:, :3], read_time(coords_or_adata, time_key)])
     else:
         if copy:
             raise ValueError("copy=True only applies to AnnData input; an array input returns a new array")
@@ -100,14 +103,15 @@ def gradients(
     for j, gene in enumerate(gene_list):
         target.obsm[f"{key_added}_{gene}"] = np.ascontiguousarray(grad[:, j, :])
         target.obs[f"{key_added}_{gene}_magnitude"] = magnitude[:, j]
-    previous = target.uns.get(key_added, {})
+    previous = target.uns.get(Key.uns.ntf, {}).get(key_added, {})
     done = [g for g in previous.get("genes", []) if g not in gene_list] if isinstance(previous, dict) else []
     normalized = dict(previous.get("normalized", {})) if isinstance(previous, dict) else {}
     normalized.update({g: bool(normalize) for g in gene_list})
-    target.uns[key_added] = {
+    params = {
         "genes": done + gene_list,
         "normalized": {g: normalized[g] for g in done + gene_list},
         "units": "predicted value per original coordinate unit (d/dx, d/dy, d/dz)",
         "spatial_key": spatial_key,
     }
+    target.uns[Key.uns.ntf] = {**target.uns.get(Key.uns.ntf, {}), key_added: params}
     return target if copy else None

@@ -9,7 +9,12 @@ import numpy as np
 import pandas as pd
 from scipy.spatial import cKDTree
 
-from .._validate import check_coords, get_coords
+from .._anndata import read_coords, read_sections
+from .._constants import Key
+from .._docs import doc_adata, doc_genes, doc_params
+from .._validate import check_coords
+
+__all__ = ["FieldUncertainty", "uncertainty"]
 
 MIN_BOOTSTRAP_SECTIONS = 4
 
@@ -59,7 +64,8 @@ class FieldUncertainty:
 
     def to_anndata(self):
         """One observation per query point: ``X`` = mean, ``layers['std']``, ``obs['distance_to_data']``,
-        ``obs['inside']``, ``obs['std_mean']`` (the mean std over genes) and ``obsm['spatial_3d']``."""
+        ``obs['inside']``, ``obs['std_mean']`` (the mean std over genes), ``obsm['spatial_3d']`` and
+        ``uns['ntf']['uncertainty']`` (``n_models``, ``seeds``)."""
         import anndata as ad
 
         out = ad.AnnData(
@@ -67,22 +73,22 @@ class FieldUncertainty:
             obs=pd.DataFrame(index=[f"point_{i}" for i in range(len(self.mean))]),
             var=pd.DataFrame(index=list(self.genes)),
         )
-        out.layers["std"] = self.std.copy()
-        out.obs["distance_to_data"] = self.distance_to_data
-        out.obs["inside"] = self.inside
-        out.obs["std_mean"] = self.std.mean(axis=1) if self.std.shape[1] else np.zeros(len(self.std))
-        out.obs["z"] = self.coords[:, 2]
-        out.obsm["spatial_3d"] = self.coords[:, :3].copy()
-        out.uns["ntf_uncertainty"] = {"n_models": self.n_models, "seeds": list(self.seeds)}
+        out.layers[Key.layers.std] = self.std.copy()
+        out.obs[Key.obs.distance_to_data] = self.distance_to_data
+        out.obs[Key.obs.inside] = self.inside
+        out.obs[Key.obs.std_mean] = self.std.mean(axis=1) if self.std.shape[1] else np.zeros(len(self.std))
+        out.obs[Key.obs.z] = self.coords[:, 2]
+        out.obsm[Key.obsm.spatial_3d] = self.coords[:, :3].copy()
+        out.uns[Key.uns.ntf] = {Key.uns.uncertainty: {"n_models": self.n_models, "seeds": list(self.seeds)}}
         return out
 
 
 def _section_labels(adata) -> np.ndarray | None:
-    if "section" in adata.obs:
-        return adata.obs["section"].astype(str).to_numpy()
-    if "z" in adata.obs:
-        return np.asarray(adata.obs["z"]).astype(str)
-    return None
+    """Section of each cell: ``obs["section"]``, else the cell's ``obs["z"]``, else None."""
+    labels = read_sections(adata)
+    if labels is None and Key.obs.z in adata.obs:
+        return np.asarray(adata.obs[Key.obs.z]).astype(str)
+    return labels
 
 
 def _bootstrap_index(labels: np.ndarray, z: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, list[str]]:
@@ -102,6 +108,7 @@ def _bootstrap_index(labels: np.ndarray, z: np.ndarray, rng: np.random.Generator
     return index, chosen
 
 
+@doc_params(doc_adata=doc_adata, doc_genes=doc_genes)
 def uncertainty(
     adata,
     coords,
@@ -113,7 +120,7 @@ def uncertainty(
     genes=None,
     return_models: bool = False,
     bootstrap: bool | None = None,
-    spatial_key: str = "spatial_3d",
+    spatial_key: str = Key.obsm.spatial_3d,
     **fit_kwargs,
 ) -> FieldUncertainty:
     """Predictive uncertainty of a field from an ensemble of fits.
@@ -127,16 +134,12 @@ def uncertainty(
 
     The spread measures how little the data constrain the field there: it grows in gaps between
     sections, far outside the sampled range (where the hash grid was never trained) and where the
-    data are noisy. On three held-out sections of a 12-section synthetic embryo (5 members of 150
-    steps, ``tests/test_uncertainty.py``) its Spearman correlation with the true absolute error is
-    0.68-0.72 over (cell, gene) pairs and 0.47-0.50 within a gene (median over genes); seeds alone,
-    without the section bootstrap, give 0.58 and 0.23. It is a spread of plausible fits, not a
-    calibrated error bar.
+    data are noisy. It is a spread of plausible fits, not a calibrated error bar.
 
     Parameters
     ----------
-    adata
-        Stacked training sections (:func:`ntf_utils.pp.stack_sections`). Not modified.
+    {doc_adata}
+        The training sections; not modified.
     coords
         Query points: an ``(n, 3)`` array in original units, or an AnnData with ``obsm[spatial_key]``.
     n_models
@@ -144,11 +147,11 @@ def uncertainty(
     layer
         Layer with the values to fit (default ``X``), as in :func:`ntf_utils.tl.fit`.
     config
-        :class:`~ntf_utils.model.config.NTFConfig` shared by all members.
+        :class:`~ntf_utils.model._config.NTFConfig` shared by all members.
     seed
         Member ``i`` is fitted with seed ``seed + i``; the section bootstrap is drawn from ``seed``.
-    genes
-        Genes to predict (default all).
+    {doc_genes}
+        The genes to predict.
     return_models
         Keep the fitted members in the result's ``models``.
     bootstrap
@@ -177,10 +180,10 @@ def uncertainty(
     if isinstance(n_models, bool) or int(n_models) != n_models or n_models < 2:
         raise ValueError(f"n_models must be an integer >= 2 (a spread needs several fits), got {n_models!r}")
     if isinstance(coords, ad.AnnData):
-        query = get_coords(coords, spatial_key, n_cols=(3, 4))
+        query = read_coords(coords, spatial_key)
     else:
         query = check_coords(coords, "coords", n_cols=(3, 4))
-    train_xyz = get_coords(adata, spatial_key, n_cols=(3, 4))[:, :3]
+    train_xyz = read_coords(adata, spatial_key)[:, :3]
     labels = _section_labels(adata)
     n_sections = 0 if labels is None else len(np.unique(labels))
     if bootstrap is None:
