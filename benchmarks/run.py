@@ -155,7 +155,7 @@ def load_dataset(name: str, cfg: dict):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             sections = ntf.datasets.her2st("A", source="shipped")
-            aligned = ntf.pp.align_sections(sections)
+            aligned = ntf.pp.align_sections(sections, copy=True)
         adata = ntf.pp.stack_sections(aligned, z_key="z")
         totals = np.asarray(adata.X.sum(1)).ravel()
         adata = adata[totals > 0].copy()  # a handful of spots have no counts at all
@@ -390,7 +390,7 @@ def throughput(cfg) -> pd.DataFrame:
         with PeakRSS() as mem, Timer() as t:
             field = ntf.tl.fit(adata, steps=steps, validation=False, progress=False)
         train_s = field.info["fit_seconds"]
-        bs = field.config.batch_size
+        bs = field.config.training.batch_size
         rows.append({"method": "ntf", "n_cells": n, "total_seconds": t.wall, "setup_seconds": t.wall - train_s,
                      "steps_per_s": steps / train_s, "cells_per_s": steps * bs / train_s,
                      "epoch_seconds": n / (steps * bs / train_s), "peak_mem_mb": mem.mb, "batch_size": bs,
@@ -560,7 +560,7 @@ def alignment_benchmark(cfg) -> pd.DataFrame:
         with Timer() as t:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                out = ntf.pp.align_sections([a, b], reference=0)
+                out = ntf.pp.align_sections([a, b], reference=0, copy=True)
         results["ntf.pp.align_sections"] = (np.asarray(out[0].obsm["spatial"]), np.asarray(out[1].obsm["spatial"]), t.wall)
         try:
             (pa, pb), secs = _run_paste([xy, moved], [counts, thinned])
@@ -583,7 +583,7 @@ def alignment_benchmark(cfg) -> pd.DataFrame:
     variants = {}
     with Timer() as t, warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        variants["ntf.pp.align_sections"] = ([np.asarray(s.obsm["spatial"]) for s in ntf.pp.align_sections(sections)], t)
+        variants["ntf.pp.align_sections"] = ([np.asarray(s.obsm["spatial"]) for s in ntf.pp.align_sections(sections, copy=True)], t)
     t_ntf = t.wall
     xy_raw = [np.asarray(s.obsm["spatial"], dtype=np.float64) for s in sections]
     counts = [s.X.toarray() for s in sections]
@@ -817,7 +817,7 @@ def run_superres(cfg, datasets, fractions, out: Path, resume: bool = False) -> d
                 tables["denoise"].append(pd.DataFrame(denoise_rows(ds, fraction, train, fitted)))
             if tta_here:
                 target = max(x["pearson"] for x in c if x["method"] == "fourier_mlp")
-                default_steps = int(fitted["ntf"].config.steps)
+                default_steps = int(fitted["ntf"].config.training.steps)
                 r_ntf = next(r for r in rows if r["method"] == "ntf")
                 point = {"seconds": r_ntf["fit_seconds"], "cpu_seconds": r_ntf["fit_cpu_seconds"],
                          "pearson": _score(fitted["ntf"], test, truth_layer)}
