@@ -239,7 +239,7 @@ def run_split(dataset, fraction, train, test, truth_layer, cfg, hyper_cache, tta
                 curves.append({"dataset": dataset, "kept_fraction": fraction, "method": method, "step": int(c["step"]),
                                "seconds": c["seconds"], "cpu_seconds": c["cpu_seconds"], "pearson": c["score"]})
 
-    ntf_hyper = fitted["ntf"].config
+    ntf_hyper = fitted["ntf"].config.encoding
     rows[[r["method"] for r in rows].index("ntf")]["hyper"] = json.dumps(
         {"n_levels": ntf_hyper.n_levels, "finest_resolution": round(ntf_hyper.finest_resolution, 2),
          "steps_run": fitted["ntf"].info.get("steps_run"), "best_step": fitted["ntf"].info.get("best_step")})
