@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/bench_train.py            # full (a few minutes)
     .venv/bin/python benchmarks/bench_train.py --quick    # seconds
     .venv/bin/python benchmarks/bench_train.py --field-batch-sizes 8192,16384   # + larger field batches
+    python3 benchmarks/bench_train.py --device cuda --batch-sizes 16384,65536,262144,1048576 --csv t.csv
 
 Every row trains on the same in-memory data (random unit-cube cells, 200 genes) with the same batch
 size, MSE loss and fused Adam, and reports training cells per second (= batch * steps / seconds):
@@ -21,6 +22,17 @@ size, MSE loss and fused Adam, and reports training cells per second (= batch * 
   the corner indexing only;
 * ``fourier_mlp`` and ``siren``: the earlier methods of ``benchmarks/inr_baselines.py`` at their
   papers' sizes (256 wide), one training step each on the same batch.
+
+``--batch-sizes`` (a sweep) times every method at each batch size and prints the ratio field / Fourier
+MLP per batch; the compiled rows come after all the others (compilation is the slow part), and
+``--time-budget`` stops starting new rows once that many seconds have passed. ``--device cuda``
+(default ``cpu``, unchanged) runs the same rows on the GPU: the cells are then generated on and
+gathered on the GPU (:class:`DeviceCells`, a cell source of the package's loop like
+``StreamingCells``), timings are bracketed by ``torch.cuda.synchronize()`` after the warm-up steps,
+the peak GPU memory of each row is recorded, and bf16 autocast rows are added
+(``accelerated_model(network, amp="bf16")`` for the field, ``torch.autocast`` for the baselines).
+Compiled field rows use ``accelerated_model(network, compile=True)`` on CUDA (static shapes: one
+compilation per batch size). ``--csv`` is rewritten after every row, so a run cut short keeps its rows.
 
 Wall-clock and process-CPU seconds are both reported: the machine is shared, and CPU seconds are
 less sensitive to other jobs than wall seconds. The 1-minute load average before and after the run
@@ -55,17 +67,50 @@ def field_config(batch_size: int, steps: int) -> NTFConfig:
     return NTFConfig(encoding={"n_levels": 16, "n_features_per_level": 2, "log2_hashmap_size": 19, "base_resolution": 16.0, "finest_resolution": 2048.0, "implementation": "torch"}, network={"hidden_width": 64, "hidden_layers": 2, "latent_dim": 32}, training={"steps": steps, "batch_size": batch_size, "psf_sigma": 0.5})
 
 
-def make_cells(n_cells: int, n_genes: int, seed: int = 0):
-    gen = torch.Generator().manual_seed(seed)
-    u = torch.rand(n_cells, 3, generator=gen)
-    target = torch.randn(n_cells, n_genes, generator=gen)
-    return train_mod.InMemoryCells(u, target)
+class DeviceCells(train_mod.InMemoryCells):
+    """In-memory cells held on a GPU: the minibatch indices (drawn on the CPU by the training loop's
+    generator, as for :class:`~ntf_utils.model._train.InMemoryCells`) are moved there and the gather
+    runs on the GPU, as in ``ntf_utils.atlas.StreamingCells``."""
+
+    def batch(self, index: torch.Tensor, device: torch.device):
+        return super().batch(index.to(self.u.device, non_blocking=True), device)
 
 
-def _timed(fn) -> tuple[float, float]:
+def make_cells(n_cells: int, n_genes: int, seed: int = 0, device: str | torch.device = "cpu"):
+    device = torch.device(device)
+    if device.type == "cpu":
+        gen = torch.Generator().manual_seed(seed)
+        u = torch.rand(n_cells, 3, generator=gen)
+        target = torch.randn(n_cells, n_genes, generator=gen)
+        return train_mod.InMemoryCells(u, target)
+    gen = torch.Generator(device=device).manual_seed(seed)  # generated in place: no host copy of GBs
+    u = torch.rand(n_cells, 3, generator=gen, device=device)
+    target = torch.randn(n_cells, n_genes, generator=gen, device=device)
+    return DeviceCells(u, target)
+
+
+def _sync(device) -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _timed(fn, device="cpu") -> tuple[float, float]:
+    _sync(device)
     wall, cpu = time.perf_counter(), time.process_time()
     fn()
+    _sync(device)
     return time.perf_counter() - wall, time.process_time() - cpu
+
+
+def _reset_peak(device) -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def _peak_gb(device) -> float:
+    if torch.device(device).type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 1024**3
+    return float("nan")
 
 
 def apply_prototype(network: FieldNetwork) -> None:
@@ -76,24 +121,37 @@ def apply_prototype(network: FieldNetwork) -> None:
 
 
 def bench_field(cells, n_genes: int, batch_size: int, steps: int, warmup: int, compiled: bool = False,
-                prototype: bool = False) -> dict:
-    """Train a FieldNetwork with the package's loop; returns wall/cpu seconds for ``steps``."""
+                prototype: bool = False, device: str = "cpu", amp: str | None = None) -> dict:
+    """Train a FieldNetwork with the package's loop; returns wall/cpu seconds for ``steps``.
+
+    On CPU without ``amp`` the compiled row compiles the network itself (``torch.compile(network)``,
+    as before); otherwise the model is ``accelerated_model(network, compile=compiled, amp=amp)``.
+    """
+    device = torch.device(device)
     torch.manual_seed(0)
     config = field_config(batch_size, steps)
-    network = FieldNetwork(config, 3, n_genes)
+    network = FieldNetwork(config, 3, n_genes).to(device)
     if prototype:
         apply_prototype(network)
-    kwargs = {"validation": None, "seed": 0, "device": torch.device("cpu"), "progress": False}
-    if compiled:
+    kwargs = {"validation": None, "seed": 0, "device": device, "progress": False}
+    if compiled or amp is not None:
         if "model" not in inspect.signature(train_mod.train).parameters:
             raise RuntimeError("ntf_utils.model._train.train has no model= argument to pass a compiled module")
-        kwargs["model"] = torch.compile(network)
+        if device.type == "cpu" and amp is None:
+            kwargs["model"] = torch.compile(network)
+        else:
+            from ntf_utils.model._accelerate import accelerated_model
+
+            kwargs["model"] = accelerated_model(network, compile=compiled, amp=amp)
+    _sync(device)
     tic = time.perf_counter()
     train_mod.train(network, config.replace(training={"steps": warmup}), cells, **kwargs)  # warm-up (and compilation)
+    _sync(device)
     warm_seconds = time.perf_counter() - tic
-    wall, cpu = _timed(lambda: train_mod.train(network, config, cells, **kwargs))
+    _reset_peak(device)
+    wall, cpu = _timed(lambda: train_mod.train(network, config, cells, **kwargs), device)
     return {"wall": wall, "cpu": cpu, "steps": steps, "warmup_seconds": warm_seconds,
-            "n_params": sum(p.numel() for p in network.parameters())}
+            "n_params": sum(p.numel() for p in network.parameters()), "peak_gpu_gb": _peak_gb(device)}
 
 
 class PlainMLP(torch.nn.Module):
@@ -112,31 +170,43 @@ class PlainMLP(torch.nn.Module):
         return self.net(u)
 
 
-def bench_module(module, cells, batch_size: int, steps: int, warmup: int, *, scale_input: bool) -> dict:
-    """Minimal loop: gather a random batch, forward, MSE, backward, fused Adam."""
+def bench_module(module, cells, batch_size: int, steps: int, warmup: int, *, scale_input: bool,
+                 amp: str | None = None) -> dict:
+    """Minimal loop: gather a random batch, forward, MSE, backward, fused Adam.
+
+    The module is moved to the cells' device; ``amp`` (``"bf16"``, CUDA only) runs the forward under
+    autocast with the loss in float32, like ``accelerated_model(..., amp="bf16")`` for the field.
+    """
+    device = cells.u.device
+    module = module.to(device)
     optimizer = torch.optim.Adam(module.parameters(), lr=1e-3, fused=True)
     gen = torch.Generator().manual_seed(1)
     n = len(cells)
+    use_amp = amp is not None and device.type == "cuda"
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp, torch.bfloat16)
 
     def run(k):
         for _ in range(k):
-            idx = torch.randint(0, n, (batch_size,), generator=gen)
+            idx = torch.randint(0, n, (batch_size,), generator=gen).to(device, non_blocking=True)
             u, target = cells.u.index_select(0, idx), cells.target.index_select(0, idx)
             if scale_input:
                 u = 2.0 * u - 1.0
-            loss = torch.mean((module(u) - target) ** 2)
+            with torch.autocast(device_type=device.type, dtype=dtype, enabled=use_amp):
+                out = module(u)
+            loss = torch.mean((out.float() - target) ** 2)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             loss.item()
 
     run(warmup)
-    wall, cpu = _timed(lambda: run(steps))
+    _reset_peak(device)
+    wall, cpu = _timed(lambda: run(steps), device)
     return {"wall": wall, "cpu": cpu, "steps": steps, "warmup_seconds": float("nan"),
-            "n_params": sum(p.numel() for p in module.parameters())}
+            "n_params": sum(p.numel() for p in module.parameters()), "peak_gpu_gb": _peak_gb(device)}
 
 
-def machine() -> str:
+def machine(device=None) -> str:
     model = "unknown CPU"
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -145,7 +215,150 @@ def machine() -> str:
                 break
     except OSError:
         pass
-    return f"{model}, {os.cpu_count()} logical cores, torch {torch.__version__} ({torch.get_num_threads()} threads), {platform.python_version()}"
+    text = f"{model}, {os.cpu_count()} logical cores, torch {torch.__version__} ({torch.get_num_threads()} threads), {platform.python_version()}"
+    if device is not None and torch.device(device).type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        text += f"; {props.name} ({props.total_memory / 1024**3:.0f} GiB), CUDA {torch.version.cuda}"
+    return text
+
+
+def sweep(args, n_genes: int, steps: int, warmup: int, device: torch.device) -> list[dict]:
+    """Every method at every ``--batch-sizes`` entry; the compiled field rows last; ratios per batch.
+
+    Order: for each batch size the eager rows (field fp32, field bf16 on CUDA, plain MLP, Fourier MLP
+    and SIREN in fp32 and, on CUDA, bf16), then ``torch.compile`` of the field at each batch size,
+    then compile + bf16 (CUDA). ``--time-budget`` stops starting rows once spent; ``--csv`` is
+    rewritten after each row and ``<csv stem>_by_batch.csv`` holds the per-batch comparison.
+    """
+    batches = [int(float(b)) for b in args.batch_sizes.split(",") if b.strip()]
+    cuda = device.type == "cuda"
+    started = time.perf_counter()
+    # one pool of cells for all batch sizes (4x the largest batch; 1M cells x 200 genes = 0.8 GB)
+    n_cells = max(4 * max(batches), 100_000)
+    cells = make_cells(n_cells, n_genes, device=device)
+    _sync(device)
+    load_before = os.getloadavg()[0]
+    print(f"machine: {machine(device)}")
+    print(f"device {device}; batch sizes {batches}; pool of {n_cells:,} cells x {n_genes} genes on {cells.u.device}; "
+          f"{steps} timed steps per field row (baselines {steps if cuda else max(2, steps // 4)}) after {warmup} "
+          f"warm-up steps; "
+          f"cells generated in {time.perf_counter() - started:.1f} s\n", flush=True)
+    rows: list[dict] = []
+
+    def write_csv():
+        if args.csv is None or not rows:
+            return
+        import pandas as pd
+
+        args.csv.parent.mkdir(parents=True, exist_ok=True)
+        pd.DataFrame(rows).assign(n_genes=n_genes, threads=args.threads, device=str(device),
+                                  load_before=load_before).to_csv(args.csv, index=False)
+        table = by_batch(rows)
+        if table is not None:
+            table.to_csv(args.csv.with_name(args.csv.stem + "_by_batch.csv"), index=False)
+
+    def add(name, method, precision, compiled, batch, fn):
+        elapsed = time.perf_counter() - started
+        if args.time_budget is not None and elapsed > args.time_budget:
+            print(f"{name:<30} b={batch:<8} skipped: time budget of {args.time_budget:.0f} s spent", flush=True)
+            return
+        try:
+            r = fn()
+        except Exception as exc:  # report and go on: one failing variant must not hide the others
+            import traceback
+
+            print(f"{name:<30} b={batch:<8} skipped: {type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:160]}",
+                  flush=True)
+            print("    " + traceback.format_exc()[-1500:].replace("\n", "\n    "), flush=True)
+            if cuda:
+                torch.cuda.empty_cache()
+            return
+        r.update(name=name, method=method, precision=precision, compiled=compiled, batch_size=batch,
+                 cells_per_s=batch * r["steps"] / r["wall"], cells_per_cpu_s=batch * r["steps"] / r["cpu"],
+                 ms_per_step=1e3 * r["wall"] / r["steps"], elapsed_s=time.perf_counter() - started)
+        rows.append(r)
+        print(f"{name:<30} b={batch:<8} {r['cells_per_s']:>14,.0f} cells/s {r['ms_per_step']:>9.2f} ms/step  "
+              f"warm-up {r['warmup_seconds']:>6.1f} s  peak GPU {r['peak_gpu_gb']:>6.2f} GB  "
+              f"{r['n_params']:>10,} params", flush=True)
+        write_csv()
+        if cuda:
+            torch.cuda.empty_cache()
+
+    # the 256-wide baselines: a quarter of the steps on CPU (slow there), as many as the field on a GPU
+    base_steps, base_warmup = (steps, warmup) if cuda else (max(2, steps // 4), min(warmup, 3))
+
+    def field(b, compiled=False, amp=None):
+        def run():
+            if compiled:  # a fresh compilation per row: no recompile limit reached across rows
+                torch._dynamo.reset()
+            return bench_field(cells, n_genes, b, steps, warmup, compiled=compiled, device=device, amp=amp)
+        return run
+
+    def module(kind, b, amp=None):
+        def run():
+            torch.manual_seed(0)
+            net = PlainMLP(n_genes) if kind == "plain" else ib.build_network(kind, n_genes)
+            s, w = (steps, warmup) if kind == "plain" else (base_steps, base_warmup)
+            return bench_module(net, cells, b, s, w, scale_input=True, amp=amp)
+        return run
+
+    names = {"plain": "plain mlp (same width)", "fourier": "fourier_mlp (256x4)", "siren": "siren (256x3)"}
+    print(f"{'method':<30} {'batch':<10} {'throughput':>20} {'step':>14}")
+    for b in batches:
+        add("ntf field (eager)", "field", "fp32", False, b, field(b))
+        if cuda:
+            add("ntf field (bf16)", "field", "bf16", False, b, field(b, amp="bf16"))
+        for kind in ("plain", "fourier", "siren"):
+            add(names[kind], kind, "fp32", False, b, module(kind, b))
+            if cuda and kind != "plain":
+                add(names[kind][:-1] + ", bf16)", kind, "bf16", False, b, module(kind, b, amp="bf16"))
+    if not args.no_compile and not args.quick:
+        for b in batches:
+            add("ntf field (torch.compile)", "field", "fp32", True, b, field(b, compiled=True))
+        if cuda:
+            for b in batches:
+                add("ntf field (compile+bf16)", "field", "bf16", True, b, field(b, compiled=True, amp="bf16"))
+    load_after = os.getloadavg()[0]
+    print(f"\n1-minute load average: {load_before:.1f} before, {load_after:.1f} after; "
+          f"sweep took {time.perf_counter() - started:.0f} s")
+    table = by_batch(rows)
+    if table is not None:
+        import pandas as pd
+
+        with pd.option_context("display.width", 250, "display.max_columns", 30, "display.float_format", "{:,.2f}".format):
+            print("\ncells/s by batch size (ratios: field / fourier_mlp at the same batch and precision; "
+                  "best = fastest variant of each)")
+            print(table.to_string(index=False))
+    write_csv()
+    return rows
+
+
+def by_batch(rows: list[dict]):
+    """One line per batch size: cells/s of each variant and the field / Fourier-MLP ratios."""
+    if not rows:
+        return None
+    import pandas as pd
+
+    df = pd.DataFrame(rows)
+    wide = df.pivot_table(index="batch_size", columns="name", values="cells_per_s", aggfunc="max")
+    out = pd.DataFrame({"batch_size": wide.index})
+    for col in wide.columns:
+        out[col] = wide[col].to_numpy()
+
+    def col(name):
+        return out[name] if name in out else pd.Series(float("nan"), index=out.index)
+
+    fields = [c for c in out.columns if c.startswith("ntf field")]
+    fouriers = [c for c in out.columns if c.startswith("fourier_mlp")]
+    out["field_eager/fourier"] = col("ntf field (eager)") / col("fourier_mlp (256x4)")
+    out["field_bf16/fourier_bf16"] = col("ntf field (bf16)") / col("fourier_mlp (256x4, bf16)")
+    out["field_compile/fourier"] = col("ntf field (torch.compile)") / col("fourier_mlp (256x4)")
+    if fields and fouriers:
+        out["best_field/best_fourier"] = out[fields].max(axis=1) / out[fouriers].max(axis=1)
+    if fields:
+        out["best_field"] = [max(((r[c], c) for c in fields if r[c] == r[c]), default=(0, ""))[1]
+                             for _, r in out.iterrows()]
+    return out
 
 
 def main(argv=None) -> list[dict]:
@@ -162,15 +375,26 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--prototypes", action="store_true",
                         help="also time proposed optimisations of the torch hash-grid backend (patched per instance)")
     parser.add_argument("--csv", type=Path, default=None, help="also write the table to this CSV")
+    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda / cuda:N")
+    parser.add_argument("--batch-sizes", default="",
+                        help="comma-separated batch sizes (e.g. 16384,65536,262144,1048576): time every method "
+                             "at each one (a sweep; replaces --batch-size and --field-batch-sizes)")
+    parser.add_argument("--time-budget", type=float, default=None,
+                        help="sweep only: start no new row after this many seconds (the rows done are kept)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     n_genes = args.genes or (50 if args.quick else 200)
     steps = args.steps or (5 if args.quick else 60)
     warmup = 2 if args.quick else 10
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit(f"--device {args.device}: torch {torch.__version__} sees no CUDA device")
+    if args.batch_sizes.strip():
+        return sweep(args, n_genes, steps, warmup, device)
     batch = args.batch_size
-    cells = make_cells(max(20 * batch, 100_000) if not args.quick else 5 * batch, n_genes)
+    cells = make_cells(max(20 * batch, 100_000) if not args.quick else 5 * batch, n_genes, device=device)
     load_before = os.getloadavg()[0]
-    print(f"machine: {machine()}")
+    print(f"machine: {machine(device)}")
     print(f"batch {batch} cells, {n_genes} genes, {steps} timed steps per row after {warmup} warm-up steps\n")
 
     rows = []
@@ -188,11 +412,13 @@ def main(argv=None) -> list[dict]:
               f"{r['cells_per_cpu_s']:>12,.0f} cells/CPU-s  {r['n_params']:>10,} params", flush=True)
 
     print(f"{'method':<34} {'wall throughput':>18}  {'step':>11}  {'CPU throughput':>18}  {'parameters':>10}")
-    add("ntf field (eager)", lambda: bench_field(cells, n_genes, batch, steps, warmup))
+    add("ntf field (eager)", lambda: bench_field(cells, n_genes, batch, steps, warmup, device=device))
     if not args.no_compile and not args.quick:
-        add("ntf field (torch.compile)", lambda: bench_field(cells, n_genes, batch, steps, warmup, compiled=True))
+        add("ntf field (torch.compile)", lambda: bench_field(cells, n_genes, batch, steps, warmup, compiled=True,
+                                                             device=device))
     if args.prototypes:
-        add("proto: compiled indexing", lambda: bench_field(cells, n_genes, batch, steps, warmup, prototype=True))
+        add("proto: compiled indexing", lambda: bench_field(cells, n_genes, batch, steps, warmup, prototype=True,
+                                                            device=device))
     torch.manual_seed(0)
     add("plain mlp (same width)", lambda: bench_module(PlainMLP(n_genes), cells, batch, steps, warmup, scale_input=True))
     ff_steps = max(2, steps // 4)
@@ -202,12 +428,13 @@ def main(argv=None) -> list[dict]:
     add("siren (256x3)", lambda: bench_module(ib.build_network("siren", n_genes), cells, batch, ff_steps,
                                               min(warmup, 3), scale_input=True))
     for extra in [int(b) for b in args.field_batch_sizes.split(",") if b.strip()]:
-        big = make_cells(max(20 * extra, 100_000), n_genes)
-        add(f"ntf field (eager) b={extra}", lambda big=big, b=extra: bench_field(big, n_genes, b, steps, warmup),
-            batch=extra)
+        big = make_cells(max(20 * extra, 100_000), n_genes, device=device)
+        add(f"ntf field (eager) b={extra}",
+            lambda big=big, b=extra: bench_field(big, n_genes, b, steps, warmup, device=device), batch=extra)
         if not args.no_compile and not args.quick:
             add(f"ntf field (torch.compile) b={extra}",
-                lambda big=big, b=extra: bench_field(big, n_genes, b, steps, warmup, compiled=True), batch=extra)
+                lambda big=big, b=extra: bench_field(big, n_genes, b, steps, warmup, compiled=True, device=device),
+                batch=extra)
     load_after = os.getloadavg()[0]
     print(f"\n1-minute load average: {load_before:.1f} before, {load_after:.1f} after "
           f"(> {os.cpu_count()} means other jobs competed for the cores)")

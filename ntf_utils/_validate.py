@@ -33,6 +33,15 @@ def check_nonnegative_counts(matrix, what: str) -> None:
         )
 
 
+def looks_like_raw_counts(matrix, max_entries: int = 1_000_000) -> bool:
+    """True when the values are non-negative integers reaching at least 10 (up to ``max_entries`` checked)."""
+    data = matrix.data if sp.issparse(matrix) else np.asarray(matrix)
+    data = data.ravel()[:max_entries]
+    if not data.size or not np.issubdtype(data.dtype, np.number):
+        return False
+    return bool(data.min() >= 0 and data.max() >= 10 and np.all(data == np.round(data)))
+
+
 def check_coords(coords, what: str, n_cols: int | tuple[int, ...] = (3, 4)) -> np.ndarray:
     """Validate an ``(n, d)`` coordinate array; returns it as float64."""
     allowed = (n_cols,) if isinstance(n_cols, int) else tuple(n_cols)

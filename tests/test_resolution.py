@@ -58,17 +58,20 @@ def test_when_the_selection_applies(small):
 def test_selection_keeps_the_lowest_heldout_loss_and_refits_on_all_cells(small):
     field = tl.fit(small, layer="lognorm", config=QUICK, progress=False)
     table = field.info["resolution_selection"]
-    assert [row["resolution_scale"] for row in table] == [1.0, 4.0]
+    assert [row["resolution_scale"] for row in table] == [1.0, 4.0, 1.0]
+    assert [row["section_psf"] for row in table] == [0.0, 0.0, 1.0]  # the third: the z prior with section effects
     losses = [row["validation_loss"] for row in table]
     winner = table[int(np.argmin(losses))]
     assert [row["chosen"] for row in table].count(True) == 1 and winner["chosen"]
     assert field.config.encoding.resolution_scale == winner["resolution_scale"]
     assert field.config.training.psf_sigma == winner["psf_sigma"]
-    # two candidates on the training sections minus the held-out ones, then the winner on all cells
+    assert field.config.training.section_psf == winner["section_psf"]
+    assert bool(field.sections) == (winner["section_psf"] > 0)  # section effects come with the z prior
+    # three candidates on the training sections minus the held-out ones, then the winner on all cells
     held = small.obs["section"].astype(str).isin(heldout_sections(small, "spatial_3d")).sum()
     phases = field.info["phases"]
-    assert [p["phase"] for p in phases] == ["candidate 1/2", "candidate 2/2", "final fit"]
-    assert [p["n_cells"] for p in phases] == [small.n_obs - held, small.n_obs - held, small.n_obs]
+    assert [p["phase"] for p in phases] == ["candidate 1/3", "candidate 2/3", "candidate 3/3", "final fit"]
+    assert [p["n_cells"] for p in phases] == [small.n_obs - held] * 3 + [small.n_obs]
     assert all(p["steps_run"] > 0 and p["seconds"] > 0 for p in phases)
     assert field.info["total_seconds"] == pytest.approx(sum(p["seconds"] for p in phases), abs=1e-2)
     assert field.info["n_cells"] == small.n_obs
@@ -78,7 +81,7 @@ def test_given_validation_sections_are_used_and_the_winner_is_not_refitted(small
     names = list(small.obs["section"].cat.categories)
     train, test = pp.split_sections(small, holdout=names[2::4])
     field = tl.fit(train, layer="lognorm", config=QUICK, validation=test, progress=False)
-    assert [p["n_cells"] for p in field.info["phases"]] == [train.n_obs, train.n_obs]
+    assert [p["n_cells"] for p in field.info["phases"]] == [train.n_obs] * 3
     chosen = next(row for row in field.info["resolution_selection"] if row["chosen"])
     assert field.info["best_validation_loss"] == pytest.approx(chosen["validation_loss"])
 

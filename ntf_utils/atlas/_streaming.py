@@ -256,13 +256,16 @@ class StreamingCells:
         return slot * self.block_rows + (pos - before[slot])
 
     def batch(self, index: torch.Tensor, device: torch.device):
-        """The buffered cells at ``index`` on ``device``: ``(u, target, log_size, mask)``."""
+        """The buffered cells at ``index`` on ``device``: ``(u, target, log_size, mask, section)``.
+
+        Streamed cells carry no section codes (a streamed field has no section effects).
+        """
         index = index.to(self.device, non_blocking=True)
 
         def take(t):
             return None if t is None else t.index_select(0, index).to(device, non_blocking=True)
 
-        return take(self._u), take(self._target), take(self._log_size), take(self._mask)
+        return take(self._u), take(self._target), take(self._log_size), take(self._mask), None
 
     # -- lifetime ---------------------------------------------------------------------------
     def close(self) -> None:

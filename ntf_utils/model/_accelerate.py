@@ -71,11 +71,12 @@ class FastForward(nn.Module):
         self.compiled = bool(compile)
         self._forward = torch.compile(network, mode=compile_mode, dynamic=False) if compile else network
 
-    def forward(self, u: torch.Tensor, gene_index: torch.Tensor | None = None, return_latent: bool = False):
+    def forward(self, u: torch.Tensor, gene_index: torch.Tensor | None = None, return_latent: bool = False,
+                section: torch.Tensor | None = None):
         """Same signature and result as ``FieldNetwork.forward`` (outputs in float32)."""
         use_amp = self.amp is not None and u.device.type == "cuda"
         with torch.autocast(device_type=u.device.type, dtype=_AMP.get(self.amp, torch.bfloat16), enabled=use_amp):
-            out = self._forward(u, gene_index, return_latent)
+            out = self._forward(u, gene_index, return_latent, section)
         if return_latent:
             return out[0].float(), out[1].float()
         return out.float()

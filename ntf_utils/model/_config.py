@@ -142,16 +142,34 @@ class NetworkConfig(_Part):
         The MLP between encoding and latent.
     latent_dim
         Rank ``r`` of the latent; genes are a linear function of it (capped at the number of genes).
+    section_effects
+        A per-section, per-gene offset and scale on the output, learned with the field and kept
+        apart from it (:mod:`ntf_utils.model._section_effects`). ``None`` (default): on when the
+        cells come in at least two labelled sections (``obs["section"]``) and the z prior
+        ``TrainingConfig.section_psf`` is on, which the resolution selection decides per dataset
+        (without a z prior, per-section effects also soak up tissue that changes from section to
+        section). ``True``: on whenever there are sections, in every selection candidate;
+        ``False``: off.
+    section_trend_degree
+        Degree of the polynomial trend along z that section effects may not hold: it stays in the
+        field (0: effects are only centred over sections).
     """
 
     hidden_width: int = 128
     hidden_layers: int = 2
     latent_dim: int = 64
+    section_effects: bool | None = None
+    section_trend_degree: int = 2
 
     def __post_init__(self) -> None:
         _require_positive_ints(self, ("hidden_width", "latent_dim"))
         if isinstance(self.hidden_layers, bool) or not isinstance(self.hidden_layers, numbers.Integral) or self.hidden_layers < 0:
             raise ValueError(f"NetworkConfig.hidden_layers must be an integer >= 0, got {self.hidden_layers!r}")
+        if isinstance(self.section_trend_degree, bool) or not isinstance(self.section_trend_degree, numbers.Integral) \
+                or self.section_trend_degree < 0:
+            raise ValueError(f"NetworkConfig.section_trend_degree must be an integer >= 0, got {self.section_trend_degree!r}")
+        if self.section_effects not in (None, True, False):
+            raise ValueError(f"NetworkConfig.section_effects must be None, True or False, got {self.section_effects!r}")
 
 
 @dataclass
@@ -172,6 +190,13 @@ class TrainingConfig(_Part):
         point-spread function of a measurement. It trains the grid between sections.
     smoothness
         Weight of a penalty on the latent difference between a point and a random neighbour.
+    section_penalty
+        Weight of the ridge prior on the section effects (mean squared centred offset and log
+        scale, added to the per-entry loss).
+    section_psf
+        With section effects: the PSF jitter along z is at least this many section gaps (Gaussian
+        sigma), so the field at each depth is learned from neighbouring sections together and
+        section-to-section differences go to the section effects (0: ``psf_sigma`` only).
     validation_fraction
         Cells held out for early stopping when no validation data is given (0 disables).
     eval_every, patience
@@ -188,6 +213,8 @@ class TrainingConfig(_Part):
     mlp_weight_decay: float = 1e-6
     psf_sigma: float = 0.5
     smoothness: float = 0.0
+    section_penalty: float = 0.1
+    section_psf: float = 0.0
     validation_fraction: float = 0.05
     eval_every: int = 100
     patience: int = 8
@@ -203,6 +230,9 @@ class TrainingConfig(_Part):
                                  f"data), got {self.steps!r}")
         if not self.lr > 0:
             raise ValueError(f"TrainingConfig.lr must be > 0, got {self.lr}")
+        for name in ("section_penalty", "section_psf"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"TrainingConfig.{name} must be >= 0, got {getattr(self, name)}")
 
 
 @dataclass
@@ -216,22 +246,29 @@ class SelectionConfig(_Part):
         sections, no time axis, no fixed ``finest_resolution``); the streamed fit does not select.
         ``True``: required (the streamed fit refuses it with an error); ``False``: off.
     candidates
-        ``[resolution_scale, psf_sigma]`` pairs compared.
+        Rows compared: ``[resolution_scale, psf_sigma, section_psf, section_trend_degree]`` (the last
+        two may be left out: then the config's own). The defaults are two hypotheses about the
+        stack: sections that differ by biology along z (no z prior and, with
+        ``section_effects=None``, no section effects; at the sampling rule's resolution with PSF
+        jitter, and four times coarser without), and sections that are technical replicates of a
+        slowly changing tissue (a PSF one section gap wide along z, and section effects that may
+        drift).
     """
 
     enabled: bool | None = None
-    candidates: list = field(default_factory=lambda: [[1.0, 0.5], [4.0, 0.0]])
+    candidates: list = field(default_factory=lambda: [[1.0, 0.5, 0.0, 2], [4.0, 0.0, 0.0, 2], [1.0, 0.5, 1.0, 0]])
 
     def __post_init__(self) -> None:
         if self.enabled not in (None, True, False):
             raise ValueError(f"SelectionConfig.enabled must be None, True or False, got {self.enabled!r}")
         candidates = self.candidates
-        if not candidates or any(len(c) != 2 or not c[0] > 0 or not c[1] >= 0 for c in candidates):
+        if not candidates or any(not 2 <= len(c) <= 4 or not c[0] > 0 or not all(v >= 0 for v in c[1:])
+                                 or (len(c) == 4 and c[3] != int(c[3])) for c in candidates):
             raise ValueError(
-                "SelectionConfig.candidates must be a non-empty list of [resolution_scale > 0, psf_sigma >= 0] "
-                f"pairs, got {candidates!r}"
+                "SelectionConfig.candidates must be a non-empty list of rows [resolution_scale > 0, psf_sigma >= 0"
+                f"[, section_psf >= 0[, section_trend_degree (an integer >= 0)]]], got {candidates!r}"
             )
-        self.candidates = [[float(scale), float(psf)] for scale, psf in candidates]  # JSON round trip
+        self.candidates = [[float(v) for v in row] for row in candidates]  # JSON round trip
 
 
 PARTS = {"encoding": EncodingConfig, "network": NetworkConfig, "training": TrainingConfig,

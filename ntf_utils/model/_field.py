@@ -10,13 +10,14 @@ import pandas as pd
 import torch
 from scipy.spatial import cKDTree
 
-from .._anndata import coords_with_time, gene_positions, read_coords
+from .._anndata import coords_with_time, gene_positions, read_coords, read_sections
 from .._constants import Key
 from .._validate import check_box, check_coords, check_number, check_positive_int
 from . import _checkpoint as ckpt
 from ._config import NTFConfig
 from ._coords import CoordinateTransform
 from ._network import FieldNetwork
+from ._section_effects import section_codes
 from ._volume import Volume
 
 __all__ = ["NTFField"]
@@ -85,6 +86,11 @@ class NTFField:
         return self.network.encoding.params.device
 
     @property
+    def sections(self) -> list[str]:
+        """Training sections with their own technical effects (empty when the field has none)."""
+        return list(self.info.get("sections", []))
+
+    @property
     def bounds(self) -> np.ndarray:
         """``(D, 2)`` min/max of the training coordinates, original units."""
         return np.asarray(self.info["bounds"], dtype=np.float64)
@@ -127,7 +133,20 @@ class NTFField:
             return out * std + mean
         return torch.exp(out.clamp(max=30.0))  # expected counts at the median library size
 
-    def predict(self, coords, genes=None, *, time=None, batch_size: int = 65536) -> np.ndarray:
+    def _section_codes(self, section, n: int) -> torch.Tensor | None:
+        """Codes of one section name (or one per point) for :meth:`predict`; None for the effect-free field."""
+        if section is None:
+            return None
+        labels = np.asarray([section] * n if np.ndim(section) == 0 else section).astype(str)
+        if len(labels) != n:
+            raise ValueError(f"section has {len(labels)} labels for {n} points; pass one name or one per point")
+        unknown = sorted(set(labels) - set(self.sections))
+        if unknown:
+            raise KeyError(f"section(s) {unknown[:5]} have no learned effect; this field's sections are "
+                           f"{self.sections[:10]} (field.sections). Pass section=None for the effect-free field")
+        return torch.from_numpy(section_codes(labels, self.sections))
+
+    def predict(self, coords, genes=None, *, time=None, section=None, batch_size: int = 65536) -> np.ndarray:
         """Expression at arbitrary coordinates.
 
         Parameters
@@ -139,6 +158,10 @@ class NTFField:
             is linear in the latent.
         time
             Time for a field with a time axis when ``coords`` has 3 columns.
+        section
+            ``None`` (default): the effect-free field, the level at which a new section is predicted.
+            A training section's name (or one name per point, see :attr:`sections`): add that
+            section's learned technical effect, i.e. predict what that section measured.
         batch_size
             Points per chunk; memory stays bounded by it whatever ``n`` is.
 
@@ -150,11 +173,13 @@ class NTFField:
         coords = self._prepare_coords(coords, time)
         batch_size = check_positive_int(batch_size, "batch_size")
         index = torch.as_tensor(self.gene_index(genes), device=self.device)
+        codes = self._section_codes(section, len(coords))
         out = np.empty((len(coords), len(index)), dtype=np.float32)
         with torch.no_grad():
             for start in range(0, len(coords), batch_size):
                 u = torch.from_numpy(self.transform.to_unit(coords[start : start + batch_size])).to(self.device)
-                raw = self.network(u, index)
+                rows = None if codes is None else codes[start : start + len(u)].to(self.device)
+                raw = self.network(u, index, section=rows)
                 out[start : start + len(u)] = self._output_to_values(raw, index).cpu().numpy()
         return out
 
@@ -240,7 +265,8 @@ class NTFField:
 
     # -- AnnData-level tools ------------------------------------------------------------------
     def denoise(self, adata, key_added: str = Key.layers.denoised, *, spatial_key: str | None = None,
-                time_key: str | None = None, copy: bool = False, layer_added: str | None = None):
+                time_key: str | None = None, section_effects: bool = False, copy: bool = False,
+                layer_added: str | None = None):
         """Write the field's prediction at every measured cell into ``adata.layers[key_added]``.
 
         Parameters
@@ -252,6 +278,9 @@ class NTFField:
         spatial_key, time_key
             Coordinates key in ``obsm`` and the ``obs`` time column (for a field with a time axis);
             default: the keys the field was fitted with (``field.info``).
+        section_effects
+            ``False`` (default): the effect-free field, comparable across sections. ``True``: add each
+            cell's section effect (by ``obs["section"]``; every section must be one of :attr:`sections`).
         copy
             Return a denoised copy instead of writing into ``adata``.
         layer_added
@@ -272,7 +301,12 @@ class NTFField:
             coords = coords_with_time(adata, spatial_key, time_key)
         else:
             coords = read_coords(adata, spatial_key, n_cols=(3, 4))
-        values = self.predict(coords, genes=list(adata.var_names))
+        section = None
+        if section_effects:
+            section = read_sections(adata, Key.obs.section)
+            if section is None:
+                raise ValueError(f"section_effects=True needs obs[{Key.obs.section!r}] to know each cell's section")
+        values = self.predict(coords, genes=list(adata.var_names), section=section)
         target = adata.copy() if copy else adata
         target.layers[key_added] = values
         return target if copy else None
@@ -401,6 +435,21 @@ class NTFField:
             raise ValueError(f"shape must be an int or three positive ints, got {shape}")
         return shape
 
+    # -- section effects ----------------------------------------------------------------------
+    def section_effects(self, genes=None) -> pd.DataFrame:
+        """The learned per-section technical effects: one row per section and gene.
+
+        Columns ``section``, ``gene``, ``offset`` (added to the output: standardised units for the
+        MSE loss, log rate for the count losses, where ``exp(offset)`` is the section's relative
+        capture efficiency of the gene) and ``log_scale`` (of the gene's spatial variation), both
+        centred over the training sections. Empty when the field has no section effects.
+        """
+        table = self.network.section_effects.table(self.sections, self.genes)
+        if genes is not None:
+            keep = [self.genes[i] for i in self.gene_index(genes)]
+            table = table[table["gene"].isin(keep)].reset_index(drop=True)
+        return table
+
     # -- persistence --------------------------------------------------------------------------
     def save(self, path) -> Path:
         """Save to one safetensors file (weights + JSON config), atomically.
@@ -429,8 +478,11 @@ class NTFField:
         tensors, meta = ckpt.load_field_file(Path(path))
         try:
             config = NTFConfig.from_dict(meta["config"])
-            network = FieldNetwork(config, int(meta["n_input_dims"]), len(meta["genes"]))
+            network = FieldNetwork(config, int(meta["n_input_dims"]), len(meta["genes"]),
+                                   meta.get("info", {}).get("sections_z", []))
             state = {k[len("network."):]: v for k, v in tensors.items() if k.startswith("network.")}
+            for name, empty in network.section_effects.state_dict(prefix="section_effects.").items():
+                state.setdefault(name, empty)  # fields saved before section effects have none
             network.load_state_dict(state)
             history = pd.DataFrame(meta.get("history", {})).to_dict(orient="records")
             field = cls(

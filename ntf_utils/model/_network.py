@@ -7,6 +7,7 @@ from torch import nn
 
 from ._config import NTFConfig
 from ._hashgrid import HashGridEncoding
+from ._section_effects import SectionEffects
 
 __all__ = ["FieldNetwork"]
 
@@ -22,6 +23,9 @@ class FieldNetwork(nn.Module):
         3 for (x, y, z), 4 with time.
     n_genes
         Number of output genes.
+    section_z
+        z of each training section with its own technical effects (:mod:`._section_effects`);
+        None or empty: no section effects.
 
     Notes
     -----
@@ -29,7 +33,7 @@ class FieldNetwork(nn.Module):
     the shared ``O(r)`` trunk: :meth:`forward` takes the gene indices to decode.
     """
 
-    def __init__(self, config: NTFConfig, n_input_dims: int, n_genes: int) -> None:
+    def __init__(self, config: NTFConfig, n_input_dims: int, n_genes: int, section_z=None) -> None:
         super().__init__()
         enc, net = config.encoding, config.network
         self.encoding = HashGridEncoding(
@@ -51,6 +55,8 @@ class FieldNetwork(nn.Module):
         self.decoder = nn.Linear(net.latent_dim, n_genes)
         # extra per-gene parameter of the NB loss (log inverse dispersion); unused otherwise
         self.log_theta = nn.Parameter(torch.zeros(n_genes))
+        section_z = [] if section_z is None else list(section_z)
+        self.section_effects = SectionEffects(len(section_z), n_genes, section_z, net.section_trend_degree)
 
     def latent(self, u: torch.Tensor) -> torch.Tensor:
         """``(n, latent_dim)`` latent at unit-cube points ``u`` ``(n, D)``."""
@@ -62,12 +68,17 @@ class FieldNetwork(nn.Module):
             return self.decoder(z)
         return nn.functional.linear(z, self.decoder.weight[gene_index], self.decoder.bias[gene_index])
 
-    def forward(self, u: torch.Tensor, gene_index: torch.Tensor | None = None, return_latent: bool = False):
+    def forward(self, u: torch.Tensor, gene_index: torch.Tensor | None = None, return_latent: bool = False,
+                section: torch.Tensor | None = None):
         """``(n, n_genes)`` raw output (standardised value, or log rate for count losses).
 
+        ``section`` ``(n,)`` adds each row's section effect (-1 or None: the effect-free field).
         With ``return_latent`` also the latent: training calls the module once per step this way,
         so wrappers that hook ``forward`` (DistributedDataParallel) see every parameter use.
         """
         latent = self.latent(u)
         out = self.decode(latent, gene_index)
+        if section is not None:
+            bias = self.decoder.bias if gene_index is None else self.decoder.bias[gene_index]
+            out = self.section_effects.apply(out, bias, section, gene_index)
         return (out, latent) if return_latent else out

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .._constants import Key
 from .._version import __version__
 from ._config import NTFConfig, resolve_config
 from ._coords import CoordinateTransform, Sampling
@@ -44,6 +45,9 @@ class FitPlan:
         Training positions in cells of the sampling rule (the field's inside-the-tissue test).
     held_out
         Sorted rows held out of training for early stopping.
+    sections, sections_z
+        Training sections with their own technical effects, in code order, and their median z
+        (empty: no effects).
     seconds
         Wall time of planning.
     extra
@@ -58,6 +62,8 @@ class FitPlan:
     section_z: list
     support: np.ndarray
     held_out: np.ndarray
+    sections: list = field(default_factory=list)
+    sections_z: list = field(default_factory=list)
     seconds: float = 0.0
     extra: dict = field(default_factory=dict)
 
@@ -112,6 +118,14 @@ def plan_fit(source: CellSource, config: NTFConfig, *, seed: int, validation) ->
     n_z = math.inf if survey.z_values is None else len(survey.z_values)
     has_sections = survey.sectioned and n_z <= max(50, source.n_obs // 20)
     config, transform = resolve_config(config, survey.sampling, has_sections, source.n_vars, source.n_obs)
+    effects = config.network.section_effects
+    if effects is None:  # identifiable with the z prior only: see model/_section_effects.py
+        effects = len(survey.sections) >= 2 and config.training.section_psf > 0
+    elif effects and len(survey.sections) < 2:
+        raise ValueError("config.network.section_effects=True needs cells in at least two labelled sections "
+                         f"(obs[{Key.obs.section!r}]); found {len(survey.sections)}. Label the sections "
+                         "(ntf.pp.stack_sections does) or pass section_effects=None/False")
+    config = config.replace(network={"section_effects": bool(effects)})
     held_out = source.hold_out(config, seed, validation)
     stats = source.target_stats(config.training.loss, held_out)
     section_z = []
@@ -119,7 +133,9 @@ def plan_fit(source: CellSource, config: NTFConfig, *, seed: int, validation) ->
         section_z = [float(z) for z in survey.z_values]
     return FitPlan(config=config, transform=transform, sampling=survey.sampling, has_sections=has_sections,
                    stats=stats, section_z=section_z, support=support_points(survey.support, transform, config, seed),
-                   held_out=held_out, seconds=time.perf_counter() - started, extra=source.plan_facts())
+                   held_out=held_out, sections=list(survey.sections) if effects else [],
+                   sections_z=list(survey.section_z) if effects else [],
+                   seconds=time.perf_counter() - started, extra=source.plan_facts())
 
 
 def _plan_on_rank0(source, config, seed, validation, rank, world) -> FitPlan:
@@ -164,6 +180,8 @@ def _forward_model(network: FieldNetwork, config: NTFConfig, dev, world: int, co
 
     if config.training.loss != "nb":
         network.log_theta.requires_grad_(False)  # unused: DDP needs every trained parameter used
+    if network.section_effects.n_sections == 0:
+        network.section_effects.requires_grad_(False)
     return DDP(model if model is not None else network, device_ids=[dev.index] if dev.type == "cuda" else None)
 
 
@@ -193,7 +211,7 @@ def fit_field(source: CellSource, config: NTFConfig, *, seed: int = 0, device="a
     dev = resolve_device(device, world)
     val_cells = source.validation_cells(plan, validation)
     torch.manual_seed(seed)
-    network = FieldNetwork(config, source.n_input_dims, source.n_vars).to(dev)
+    network = FieldNetwork(config, source.n_input_dims, source.n_vars, plan.sections_z).to(dev)
     init_output_bias(network, config, plan.stats)
     model = _forward_model(network, config, dev, world, compile, amp)
     ckpt_dir = None
@@ -212,7 +230,7 @@ def fit_field(source: CellSource, config: NTFConfig, *, seed: int = 0, device="a
         close = getattr(cells, "close", None)
         if close is not None:
             close()
-    network.log_theta.requires_grad_(True)
+    network.requires_grad_(True)
     info = _fit_info(source, plan, state, network, dev, world, time.perf_counter() - started, train_s, train_cpu_s)
     info.update(extra)
     return NTFField(network, config, plan.transform, list(source.var_names), plan.stats["mean"], plan.stats["std"],
@@ -228,6 +246,8 @@ def _fit_info(source, plan: FitPlan, state: TrainState, network, dev, world, sec
         "spacing": plan.sampling.spacing.tolist(),
         "xy_spacing": float(plan.sampling.spacing[0]),
         "section_z": plan.section_z,
+        "sections": list(plan.sections),
+        "sections_z": list(plan.sections_z),
         "steps_run": int(state.step),
         "best_step": int(state.best_step),
         "stopped_early": bool(state.stopped_early),

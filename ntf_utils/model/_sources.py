@@ -9,16 +9,19 @@ answers from an AnnData in memory; :class:`ntf_utils.atlas.StoreSource` streams 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+import warnings
+from dataclasses import dataclass, field
 
 import numpy as np
+import pandas as pd
 import scipy.sparse as sp
 import torch
 
 from .._anndata import coords_with_time, dense_float32, read_mask, read_matrix, read_sections
 from .._constants import Key
-from .._validate import check_finite_values, check_nonnegative_counts
+from .._validate import check_finite_values, check_nonnegative_counts, looks_like_raw_counts
 from ._coords import Sampling, measure_sampling
+from ._section_effects import section_codes
 from ._train import InMemoryCells, standardise
 
 __all__ = ["Survey", "CellSource", "AnnDataSource", "prepare_targets", "to_cells", "read_validation"]
@@ -40,12 +43,18 @@ class Survey:
         Sorted distinct z values (``None`` when there are too many to list).
     support
         Training coordinates (all, or a random subsample) for the tissue support.
+    sections
+        Distinct section labels, sorted (empty when the cells carry none, or for streamed sources).
+    section_z
+        Median z of each of ``sections``.
     """
 
     sampling: Sampling
     sectioned: bool
     z_values: np.ndarray | None
     support: np.ndarray
+    sections: list = field(default_factory=list)
+    section_z: list = field(default_factory=list)
 
 
 class CellSource:
@@ -125,13 +134,14 @@ def prepare_targets(coords, values, mask, transform, loss: str, stats: dict, nor
     return u, values, log_size, mask
 
 
-def to_cells(u, target, log_size, mask) -> InMemoryCells:
-    """:class:`InMemoryCells` of prepared float32 arrays (no copy when they already are)."""
+def to_cells(u, target, log_size, mask, section=None) -> InMemoryCells:
+    """:class:`InMemoryCells` of prepared float32 arrays (no copy when they already are) and section codes."""
 
     def tensor(x):
         return None if x is None else torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
 
-    return InMemoryCells(tensor(u), tensor(target), tensor(log_size), tensor(mask))
+    codes = None if section is None else torch.from_numpy(np.ascontiguousarray(section, dtype=np.int64))
+    return InMemoryCells(tensor(u), tensor(target), tensor(log_size), tensor(mask), codes)
 
 
 def read_validation(validation, var_names, layer, spatial_key, time_key) -> tuple[np.ndarray, np.ndarray]:
@@ -175,6 +185,13 @@ class AnnDataSource(CellSource):
         check_finite_values(self.matrix, what)
         if loss != "mse":
             check_nonnegative_counts(self.matrix, what)
+        elif looks_like_raw_counts(self.matrix):
+            warnings.warn(
+                f"{what} holds raw counts (non-negative integers up to {self.matrix.max():.0f}) and the loss is "
+                "'mse', which fits them as they are: deep spots and highly expressed genes dominate and library "
+                "size is learned as biology. Log-normalise first (ntf.pp.log_normalize(adata); "
+                "tl.fit(adata, layer='lognorm')) or fit the counts with loss='poisson' or 'nb'",
+                UserWarning, stacklevel=3)
         self.mask = read_mask(adata)
         self.sections = read_sections(adata, Key.obs.section)
         self.n_obs, self.n_vars = adata.n_obs, adata.n_vars
@@ -186,7 +203,11 @@ class AnnDataSource(CellSource):
     def survey(self, seed: int) -> Survey:
         sampling = measure_sampling(self.coords, self.sections, seed=seed)
         z_values = np.unique(self.coords[:, 2])
-        return Survey(sampling, self.sections is not None, z_values, self.coords)
+        names, medians = [], []
+        if self.sections is not None:
+            by_section = pd.Series(self.coords[:, 2]).groupby(self.sections).median()
+            names, medians = list(by_section.index), [float(z) for z in by_section]
+        return Survey(sampling, self.sections is not None, z_values, self.coords, names, medians)
 
     def hold_out(self, config, seed: int, validation) -> np.ndarray:
         fraction = config.training.validation_fraction
@@ -217,7 +238,8 @@ class AnnDataSource(CellSource):
         values, mask = self._rows(rows)
         prepared = prepare_targets(self.coords[rows], values, mask, plan.transform, plan.config.training.loss,
                                    plan.stats)
-        return to_cells(*prepared)
+        codes = None if self.sections is None else section_codes(self.sections[rows], plan.sections)
+        return to_cells(*prepared, codes)
 
     def training_cells(self, plan, *, rank: int, world: int, device: torch.device, seed: int) -> InMemoryCells:
         rows = self._train_rows if world == 1 else self._train_rows[rank::world]
@@ -229,7 +251,11 @@ class AnnDataSource(CellSource):
         if validation is None or validation is False:
             return None
         coords, values = read_validation(validation, self.var_names, self.layer, self.spatial_key, self.time_key)
-        return to_cells(*prepare_targets(coords, values, None, plan.transform, plan.config.training.loss, plan.stats))
+        prepared = prepare_targets(coords, values, None, plan.transform, plan.config.training.loss, plan.stats)
+        # held-out sections are predicted at the reference level; cells of training sections with their effect
+        labels = read_sections(validation, Key.obs.section)
+        codes = None if labels is None else section_codes(labels, plan.sections)
+        return to_cells(*prepared, codes)
 
     def fingerprint(self, config, seed: int, validation, world: int) -> str:
         h = hashlib.blake2b(digest_size=16)

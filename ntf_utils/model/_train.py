@@ -33,12 +33,16 @@ class InMemoryCells:
         ``(n, 1)`` log size factors for count losses, else None.
     mask
         ``(n, G)`` float32, 1 where measured (outer-joined genes), else None.
+    section
+        ``(n,)`` int64 code of each cell's training section (-1: none, the reference level), or
+        None when the field has no section effects.
     """
 
     u: torch.Tensor
     target: torch.Tensor
     log_size: torch.Tensor | None = None
     mask: torch.Tensor | None = None
+    section: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return self.u.shape[0]
@@ -49,7 +53,7 @@ class InMemoryCells:
         def take(t):
             return None if t is None else t.index_select(0, index).to(device, non_blocking=True)
 
-        return take(self.u), take(self.target), take(self.log_size), take(self.mask)
+        return take(self.u), take(self.target), take(self.log_size), take(self.mask), take(self.section)
 
     def sample_index(self, generator: torch.Generator, batch_size: int) -> torch.Tensor:
         """Uniform random cell indices (with replacement across steps, without within one)."""
@@ -108,8 +112,8 @@ def evaluate_loss(network, config, cells: InMemoryCells, device, batch_size: int
     total, count = 0.0, 0
     for start in range(0, len(cells), batch_size):
         index = torch.arange(start, min(start + batch_size, len(cells)))
-        u, target, log_size, mask = cells.batch(index, device)
-        out = network(u)
+        u, target, log_size, mask, section = cells.batch(index, device)
+        out = network(u, section=section)
         total += float(loss_fn(config, network, out, target, log_size, mask)) * len(index)
         count += len(index)
     network.train()
@@ -127,7 +131,7 @@ class TrainingCells(Protocol):
         """Indices of one minibatch, drawn with ``generator``."""
 
     def batch(self, index: torch.Tensor, device: torch.device) -> tuple:
-        """``(u, target, log_size, mask)`` of the cells at ``index`` on ``device``."""
+        """``(u, target, log_size, mask, section)`` of the cells at ``index`` on ``device``."""
 
 
 def train(
@@ -199,21 +203,41 @@ def train(
 
 
 def _step_loss(model, network, config: NTFConfig, cells: TrainingCells, generator, device) -> torch.Tensor:
-    """The loss of one random minibatch, with PSF jitter and the optional smoothness penalty."""
+    """The loss of one random minibatch: PSF jitter, section effects and the optional penalties."""
     training, finest = config.training, config.encoding.finest_resolution
-    sigma = training.psf_sigma / finest  # PSF width in unit-cube units (isotropic there)
-    u, target, log_size, mask = cells.batch(cells.sample_index(generator, training.batch_size), device)
-    if sigma > 0:
-        noise = torch.randn(u.shape, generator=generator).to(device) * sigma
+    u, target, log_size, mask, section = cells.batch(cells.sample_index(generator, training.batch_size), device)
+    sigma = psf_sigmas(config, section is not None, u.shape[1])
+    if sigma is not None:
+        noise = torch.randn(u.shape, generator=generator).to(device) * sigma.to(device)
         u = (u + noise).clamp_(0.0, 1.0)
+    prior = 0.0
+    if section is not None:
+        prior = training.section_penalty * network.section_effects.penalty()
     if training.smoothness <= 0:
-        return loss_fn(config, network, model(u), target, log_size, mask)
+        return loss_fn(config, network, model(u, section=section), target, log_size, mask) + prior
     # a random neighbour of every point, evaluated in the same forward call
     shift = torch.randn(u.shape, generator=generator).to(device) * (1.0 / finest)
-    out, latent = model(torch.cat([u, (u + shift).clamp(0.0, 1.0)]), return_latent=True)
+    both = None if section is None else torch.cat([section, section])
+    out, latent = model(torch.cat([u, (u + shift).clamp(0.0, 1.0)]), return_latent=True, section=both)
     n = u.shape[0]
-    loss = loss_fn(config, network, out[:n], target, log_size, mask)
+    loss = loss_fn(config, network, out[:n], target, log_size, mask) + prior
     return loss + training.smoothness * ((latent[:n] - latent[n:]) ** 2).mean()
+
+
+def psf_sigmas(config: NTFConfig, section_effects: bool, n_dims: int) -> torch.Tensor | None:
+    """Per-axis PSF jitter in unit-cube units (``None``: no jitter).
+
+    ``psf_sigma`` finest cells on every axis; with section effects, along z at least ``section_psf``
+    section gaps (a finest z cell spans ``z_voxels_per_gap / resolution_scale`` gaps' worth of cells
+    under the data-matched rule), so that each section trains the field at its neighbours' depth
+    too and what differs from section to section is left to the section effects.
+    """
+    training, encoding = config.training, config.encoding
+    sigma = torch.full((n_dims,), training.psf_sigma / encoding.finest_resolution)
+    if section_effects and training.section_psf > 0:
+        gap = encoding.z_voxels_per_gap / encoding.resolution_scale / encoding.finest_resolution
+        sigma[2] = max(float(sigma[2]), training.section_psf * gap)
+    return sigma if bool((sigma > 0).any()) else None
 
 
 def _improved(state: TrainState, val: float, patience: int) -> bool:

@@ -7,6 +7,7 @@ Every function takes data that already exists (an AnnData, a ``Volume``, arrays)
 - :func:`volume_3d`, :func:`slice_plane`: a rendered ``Volume`` as isosurfaces / a movable plane.
 - :func:`gradient_arrows`: gradient vectors as cones.
 - :func:`virtual_vs_real`: a predicted section next to the measured one.
+- :func:`section_effects`: a field's learned per-section technical effects (heatmap).
 - :func:`explore`: gene dropdown + z and threshold sliders over a FigureWidget.
 - :func:`save_html`, :func:`save_png`: standalone HTML and PNG export.
 """
@@ -16,6 +17,7 @@ from ._compare import virtual_vs_real
 from ._explore import explore
 from ._export import save_html, save_png
 from ._gradient import gradient_arrows
+from ._section_effects import section_effects
 from ._volume import slice_plane, volume_3d
 
 __all__ = [
@@ -26,6 +28,7 @@ __all__ = [
     "slice_plane",
     "gradient_arrows",
     "virtual_vs_real",
+    "section_effects",
     "explore",
     "save_html",
     "save_png",

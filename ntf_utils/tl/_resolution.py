@@ -93,12 +93,12 @@ def select_resolution(adata, config, fit_subset, *, validation, checkpoint_dir, 
         fit_on, held_out = adata[~is_held], adata[is_held]
     table, fields, phases = [], [], []
     candidates = config.selection.candidates
-    for k, (scale, psf) in enumerate(candidates):
-        candidate = config.replace(encoding={"resolution_scale": scale}, training={"psf_sigma": psf})
+    for k, row in enumerate(candidates):
+        settings = _settings(config, row)
+        candidate = _chosen(config, settings)
         name = f"candidate {k + 1}/{len(candidates)}"
         field = fit_subset(fit_on, candidate, held_out, name)
-        table.append({"resolution_scale": scale, "psf_sigma": psf,
-                      "validation_loss": field.info["best_validation_loss"],
+        table.append({**settings, "validation_loss": field.info["best_validation_loss"],
                       "finest_resolution": field.config.encoding.finest_resolution})
         phases.append({"phase": name, "n_cells": field.info["n_cells"], "steps_run": field.info["steps_run"],
                        "seconds": field.info["fit_seconds"]})
@@ -113,7 +113,24 @@ def select_resolution(adata, config, fit_subset, *, validation, checkpoint_dir, 
     return _chosen(config, table), table, phases, fields[best] if reuse else None
 
 
-def _chosen(config, table):
-    row = next(row for row in table if row["chosen"])
-    return config.replace(encoding={"resolution_scale": row["resolution_scale"]},
-                          training={"psf_sigma": row["psf_sigma"]})
+def _settings(config, row) -> dict:
+    """A candidate row ``[resolution_scale, psf_sigma[, section_psf[, section_trend_degree]]]`` by name;
+    what the row leaves out comes from ``config``."""
+    scale, psf, *rest = row
+    section_psf = rest[0] if rest else config.training.section_psf
+    degree = rest[1] if len(rest) > 1 else config.network.section_trend_degree
+    return {"resolution_scale": float(scale), "psf_sigma": float(psf), "section_psf": float(section_psf),
+            "section_trend_degree": int(degree)}
+
+
+def _chosen(config, settings):
+    """``config`` with one candidate's settings (a table row: the chosen one when given the table)."""
+    if isinstance(settings, list):
+        settings = next(row for row in settings if row["chosen"])
+    training = {"psf_sigma": settings["psf_sigma"]}
+    network = {}
+    if "section_psf" in settings:  # tables recorded before section effects have neither
+        training["section_psf"] = settings["section_psf"]
+        network["section_trend_degree"] = settings["section_trend_degree"]
+    return config.replace(encoding={"resolution_scale": settings["resolution_scale"]}, training=training,
+                          network=network)

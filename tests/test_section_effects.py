@@ -1,0 +1,267 @@
+"""Per-section technical effects: the module's algebra, the fit, the field's API and persistence."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+import ntf_utils as ntf
+from ntf_utils.model import _checkpoint as ckpt
+from ntf_utils.model._section_effects import REFERENCE, SectionEffects, section_codes
+
+# section effects on, no resolution selection: the fit these tests check
+EFFECTS = ntf.NTFConfig(network={"section_effects": True}, selection={"enabled": False})
+
+
+def _random_effects(n_sections=5, n_genes=7, z=None, degree=0, seed=0):
+    effects = SectionEffects(n_sections, n_genes, np.arange(n_sections) * 2.0 if z is None else z, degree)
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        effects.offset.copy_(torch.randn(n_sections, n_genes, generator=gen))
+        effects.log_scale.copy_(torch.randn(n_sections, n_genes, generator=gen))
+    return effects
+
+
+@pytest.mark.parametrize("degree", [0, 1, 2])
+def test_effects_hold_no_trend_along_z(degree):
+    """Centred effects are orthogonal to every polynomial in section z up to the degree."""
+    z = np.array([0.0, 1.0, 2.5, 4.0, 7.0, 8.0])
+    offset, log_scale = _random_effects(6, 5, z, degree).centred()
+    t = torch.from_numpy((z - z.mean()) / np.ptp(z)).float()
+    for power in range(degree + 1):
+        for effect in (offset, log_scale):
+            assert torch.allclose((t**power) @ effect, torch.zeros(5), atol=1e-5)
+    if degree < 2:  # the next power is not removed: random effects keep a component along it
+        assert (t ** (degree + 1) @ offset).abs().max() > 1e-3
+
+
+def test_trend_degree_leaves_every_effect_a_degree_of_freedom():
+    """Three sections and degree 2 would remove everything: the degree is capped at n_sections - 2."""
+    offset, _ = _random_effects(3, 4, np.array([0.0, 1.0, 2.0]), degree=2).centred()
+    assert offset.abs().max() > 1e-3
+    assert torch.allclose(offset.sum(0), torch.zeros(4), atol=1e-5)
+
+
+def test_reference_rows_are_unchanged_and_measured_rows_get_their_section():
+    effects = _random_effects()
+    out, level = torch.randn(4, 7), torch.randn(7)
+    section = torch.tensor([REFERENCE, 0, 3, REFERENCE])
+    y = effects.apply(out, level, section)
+    assert torch.equal(y[[0, 3]], out[[0, 3]])
+    offset, log_scale = effects.centred()
+    expected = level + (out[2] - level) * torch.exp(log_scale[3]) + offset[3]
+    assert torch.allclose(y[2], expected)
+    # a gene subset decodes the same columns
+    genes = torch.tensor([5, 1])
+    assert torch.allclose(effects.apply(out[:, genes], level[genes], section, genes), y[:, genes])
+
+
+def test_section_codes_map_unknown_sections_to_the_reference():
+    codes = section_codes(np.array(["b", "a", "z", "b"]), ["a", "b"])
+    assert codes.tolist() == [1, 0, REFERENCE, 1]
+    assert section_codes(None, ["a"]) is None
+
+
+@pytest.fixture(scope="module")
+def stack():
+    adata = ntf.datasets.synthetic_embryo(n_sections=6, cells_per_section=120, n_genes=8, seed=3)
+    ntf.pp.log_normalize(adata)
+    return adata
+
+
+@pytest.fixture(scope="module")
+def field(stack):
+    return ntf.tl.fit(stack, layer="lognorm", steps=60, seed=0, progress=False, config=EFFECTS)
+
+
+def test_without_a_z_prior_the_default_fit_has_no_section_effects(stack):
+    """``section_effects=None`` turns them on only with the z prior (``section_psf``), as the selection decides."""
+    plain = ntf.tl.fit(stack, layer="lognorm", steps=10, seed=0, progress=False,
+                       config=ntf.NTFConfig(selection={"enabled": False}))
+    assert plain.sections == [] and plain.config.network.section_effects is False
+    prior = ntf.tl.fit(stack, layer="lognorm", steps=10, seed=0, progress=False,
+                       config=ntf.NTFConfig(selection={"enabled": False}, training={"section_psf": 1.0}))
+    assert len(prior.sections) == 6
+
+
+def test_fit_learns_effects_per_section_and_predicts_effect_free_by_default(field, stack):
+    assert field.config.network.section_effects is True
+    assert field.sections == sorted(stack.obs["section"].astype(str).unique())
+    table = field.section_effects()
+    assert len(table) == len(field.sections) * field.n_genes
+    assert np.abs(table["offset"]).max() > 0  # trained away from zero
+    assert np.allclose(table.groupby("gene")["offset"].sum(), 0, atol=1e-4)  # centred over sections
+    coords = stack.obsm["spatial_3d"][:20]
+    free = field.predict(coords)
+    with_effect = field.predict(coords, section=field.sections[1])
+    assert not np.allclose(free, with_effect)
+    assert np.array_equal(field.predict(coords, section=[field.sections[1]] * 20), with_effect)
+    with pytest.raises(KeyError, match="no learned effect"):
+        field.predict(coords, section="not a section")
+
+
+def test_denoise_adds_each_cells_section_effect_only_when_asked(field, stack):
+    plain = field.denoise(stack, copy=True)
+    measured = field.denoise(stack, section_effects=True, copy=True)
+    expected = field.predict(stack.obsm["spatial_3d"], section=stack.obs["section"].astype(str).to_numpy())
+    assert np.array_equal(measured.layers["ntf"], expected)
+    assert np.array_equal(plain.layers["ntf"], field.predict(stack.obsm["spatial_3d"]))
+    no_sections = stack.copy()
+    del no_sections.obs["section"]
+    with pytest.raises(ValueError, match="obs\\['section'\\]"):
+        field.denoise(no_sections, section_effects=True)
+
+
+def test_effects_survive_save_and_load(field, stack, tmp_path):
+    path = field.save(tmp_path / "f.ntf")
+    loaded = ntf.NTFField.load(path)
+    coords = stack.obsm["spatial_3d"][:30]
+    section = field.sections[2]
+    assert np.array_equal(loaded.predict(coords, section=section), field.predict(coords, section=section))
+    assert loaded.section_effects().equals(field.section_effects())
+
+
+def test_a_field_saved_before_section_effects_still_loads(field, stack, tmp_path):
+    """Files of ntf_utils <= 0.2 hold no section-effect tensors and no section list."""
+    path = field.save(tmp_path / "new.ntf")
+    tensors, meta = ckpt.load_field_file(path)
+    old_tensors = {k: v for k, v in tensors.items() if "section_effects" not in k}
+    meta["info"] = {k: v for k, v in meta["info"].items() if k not in ("sections", "sections_z")}
+    ckpt.save_field_file(tmp_path / "old.ntf", old_tensors, meta)
+    loaded = ntf.NTFField.load(tmp_path / "old.ntf")
+    assert loaded.sections == [] and loaded.section_effects().empty
+    assert np.array_equal(loaded.predict(stack.obsm["spatial_3d"][:10]), field.predict(stack.obsm["spatial_3d"][:10]))
+
+
+def test_held_out_sections_are_validated_at_the_reference_level(stack):
+    train, test = ntf.pp.split_sections(stack, holdout=["s02"])
+    f = ntf.tl.fit(train, layer="lognorm", steps=20, seed=0, progress=False, validation=test, config=EFFECTS)
+    assert "s02" not in f.sections and len(f.sections) == 5
+
+
+@pytest.mark.parametrize("loss", ["poisson", "nb"])
+def test_count_losses_learn_capture_efficiency_as_log_rate_offsets(stack, loss):
+    f = ntf.tl.fit(stack, loss=loss, steps=30, seed=0, progress=False, config=EFFECTS)
+    assert len(f.sections) == 6 and f.section_effects()["offset"].abs().max() > 0
+    counts = f.predict(stack.obsm["spatial_3d"][:5], section=f.sections[0])
+    assert np.all(counts > 0)  # expected counts of that section
+
+
+def test_time_axis_with_section_effects():
+    series = ntf.datasets.synthetic_timeseries(n_times=2, n_sections=4, cells_per_section=80, n_genes=6, seed=0)
+    ntf.pp.log_normalize(series)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        f = ntf.tl.fit(series, layer="lognorm", time_key="time", steps=20, seed=0, progress=False, config=EFFECTS)
+    assert len(f.sections) == series.obs["section"].nunique() >= 2
+    stage = float(series.obs["time"].iloc[0])
+    assert f.predict(series.obsm["spatial_3d"][:4], time=stage, section=f.sections[0]).shape == (4, 6)
+
+
+def test_effects_can_be_switched_off_and_need_sections_when_forced(stack):
+    off = ntf.tl.fit(stack, layer="lognorm", steps=10, seed=0, progress=False,
+                     config=ntf.NTFConfig(network={"section_effects": False}, selection={"enabled": False}))
+    assert off.sections == [] and off.section_effects().empty
+    unlabelled = stack.copy()
+    del unlabelled.obs["section"]
+    with pytest.raises(ValueError, match="at least two labelled sections"):
+        ntf.tl.fit(unlabelled, layer="lognorm", steps=10, progress=False,
+                   config=ntf.NTFConfig(network={"section_effects": True}))
+
+
+def test_raw_counts_sent_to_mse_warn_with_the_fix(stack):
+    with pytest.warns(UserWarning, match="raw counts.*log_normalize"):
+        ntf.tl.fit(stack, steps=5, seed=0, progress=False, config=ntf.NTFConfig(selection={"enabled": False}))
+
+
+def test_section_effect_heatmap(field):
+    fig = ntf.pl.section_effects(field, n_genes=5)
+    heat = fig.data[0]
+    assert np.asarray(heat.z).shape == (len(field.sections), 5)
+    assert list(heat.y) == field.sections  # synthetic sections are named in z order
+    chosen = ntf.pl.section_effects(field, genes=[field.genes[0]], kind="scale")
+    assert list(chosen.data[0].x) == [field.genes[0]]
+    with pytest.raises(ValueError, match="kind"):
+        ntf.pl.section_effects(field, kind="nope")
+
+
+def _replicated_section_with_effects(n_copies=6, seed=1):
+    """One section measured ``n_copies`` times at different z, each copy with its own known effects.
+
+    Every copy holds the same tissue, so any difference between them is technical: the effects are
+    identifiable, and a correct model must find them.
+    """
+    import anndata as ad
+
+    base = ntf.datasets.synthetic_embryo(n_sections=3, cells_per_section=400, n_genes=12, seed=0)
+    middle = base[base.obs["section"] == "s01"]
+    copies = []
+    for k in range(n_copies):
+        part = middle.copy()
+        part.obs["section"] = f"r{k}"
+        part.obs_names = [f"{name}_{k}" for name in part.obs_names]
+        part.obsm["spatial_3d"] = np.column_stack([part.obsm["spatial_3d"][:, :2], np.full(part.n_obs, 10.0 * k)])
+        copies.append(part)
+    stack = ad.concat(copies)
+    stack.obs["section"] = stack.obs["section"].astype("category")
+    dirty = ntf.datasets.inject_section_effects(stack, ambient=0.0, resample=True, seed=seed)
+    ntf.pp.log_normalize(dirty)
+    return dirty
+
+
+@pytest.mark.parametrize("loss", ["mse", "poisson"])
+def test_known_effects_are_recovered_when_the_sections_hold_the_same_tissue(loss):
+    dirty = _replicated_section_with_effects()
+    kwargs = {"layer": "lognorm"} if loss == "mse" else {"loss": loss}
+    # degree 0: every part of the effects may be technical (the default 2 would leave their quadratic
+    # trend along z to the field, where it is indistinguishable from tissue that changes with depth)
+    config = EFFECTS.replace(network={"section_trend_degree": 0})
+    f = ntf.tl.fit(dirty, steps=400, seed=0, progress=False, config=config, **kwargs)
+    injected = np.asarray(dirty.uns["ntf"]["section_effects"]["log_efficiency"])
+    table = f.section_effects().pivot(index="section", columns="gene", values="offset")[list(dirty.var_names)]
+    learned = table.to_numpy() * (f.gene_std[None, :] if loss == "mse" else 1.0)  # in log-expression units
+    # library-size normalisation removes each section's mean effect over genes: compare what is left
+    injected = injected - injected.mean(0)
+    injected -= injected.mean(1, keepdims=True)
+    learned = learned - learned.mean(1, keepdims=True)
+    assert np.corrcoef(injected.ravel(), learned.ravel())[0, 1] >= 0.9
+    # and the effect-free field is the same tissue at every depth
+    coords = dirty.obsm["spatial_3d"][dirty.obs["section"] == "r0"]
+    shifted = coords.copy()
+    shifted[:, 2] = 50.0
+    near = np.corrcoef(f.predict(coords).ravel(), f.predict(shifted).ravel())[0, 1]
+    assert near > 0.95
+
+
+def test_her2st_domains_are_tissue_not_sections():
+    """The tutorial's workflow on HER2ST patient A (shipped subset): domains span the sections.
+
+    Without section effects the field's Leiden domains were the six sections (NMI with the section
+    labels ~0.9). With them (``section_effects=True``: the held-out sections alone do not ask for
+    them here) they must be nearly independent of them (NMI <= 0.10) and agree with the authors'
+    expression clusters at least as well as plain scanpy PCA + Leiden on the same spots.
+    """
+    import scanpy as sc
+    from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sections = ntf.datasets.her2st("A", source="shipped")
+        sections = [a[np.asarray(a.X.sum(axis=1)).ravel() >= 20].copy() for a in sections]
+        tumour = ntf.pp.stack_sections(ntf.pp.align_sections(sections, random_state=0, copy=True),
+                                       z=np.arange(len(sections)))
+    ntf.pp.log_normalize(tumour)
+    field = ntf.tl.fit(tumour, layer="lognorm", steps=400, seed=0, progress=False,
+                       config=ntf.NTFConfig(network={"section_effects": True}))
+    ntf.tl.domains(field, tumour, method="leiden", resolution=0.2, seed=0)
+    measured = sc.AnnData(tumour.layers["lognorm"].copy())
+    sc.pp.pca(measured, n_comps=30, random_state=0)
+    sc.pp.neighbors(measured, random_state=0)
+    sc.tl.leiden(measured, resolution=0.2, random_state=0, flavor="igraph", n_iterations=2, directed=False)
+    published = tumour.obs["cluster"].astype(str)
+    nmi_sections = normalized_mutual_info_score(tumour.obs["section"], tumour.obs["ntf_domain"])
+    assert nmi_sections <= 0.10, (nmi_sections, field.info["resolution_selection"])
+    assert adjusted_rand_score(published, tumour.obs["ntf_domain"]) >= adjusted_rand_score(published, measured.obs["leiden"])
