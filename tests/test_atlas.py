@@ -344,3 +344,18 @@ def test_cuda_fast_paths_match_cpu():  # pragma: no cover - runs only on a CUDA 
 
 def test_info_is_json(streamed):
     json.dumps(streamed.info)
+
+
+def test_string_names_are_read_from_anndata_nullable_string_groups(tmp_path):
+    """pandas >= 3 makes anndata store string indices as a group of ``values`` and ``mask``."""
+    import zarr
+
+    from ntf_utils.atlas._store import _strings
+
+    root = zarr.open_group(str(tmp_path / "names.zarr"), mode="w")
+    group = root.create_group("_index")
+    group.create_array("values", data=np.array(["g0", "g1", "g2"]))
+    group.create_array("mask", data=np.zeros(3, dtype=bool))
+    plain = root.create_array("plain", data=np.array(["a", "b"]))
+    assert _strings(root["_index"]) == ["g0", "g1", "g2"]
+    assert _strings(plain) == ["a", "b"]

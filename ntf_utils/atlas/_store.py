@@ -31,6 +31,10 @@ def _is_group(node) -> bool:
 
 
 def _strings(array) -> list[str]:
+    """Strings of a stored array, or of anndata's nullable-string group (``values`` + ``mask``), which
+    is how anndata writes string columns and indices under pandas >= 3."""
+    if _is_group(array):
+        array = array["values"]
     values = array[()] if array.shape == () else array[:]
     return [v.decode() if isinstance(v, bytes) else str(v) for v in np.asarray(values, dtype=object).ravel()]
 

@@ -1,0 +1,90 @@
+"""Compare fit settings on held-out TRAINING sections: how the section-effect defaults were chosen.
+
+    .venv/bin/python benchmarks/tune_section_effects.py                       # the table of docs/model.md
+    .venv/bin/python benchmarks/tune_section_effects.py --datasets drosophila \\
+        --variants '{"off": {"network": {"section_effects": false}}, "on": {"network": {"section_effects": true}}}'
+
+For each dataset and kept fraction, the benchmark's training split (``pp.split_sections(keep_fraction=f)``)
+is split again: every third interior training section (``tl._resolution.heldout_sections``) is held
+out and each variant (``NTFConfig`` keyword dicts) is fitted on the rest with ``tl.fit``'s defaults
+otherwise. The benchmark's evaluation sections are never used. Printed per variant: the median
+per-gene Pearson per held-out section (the benchmark's metric), the pooled median per-gene Pearson over
+all held-out cells (which also scores each section's level), the RMSE, the seconds and which
+selection candidate won.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import ntf_utils as ntf  # noqa: E402
+from benchmarks import inr_baselines as ib  # noqa: E402
+from benchmarks import run as bench  # noqa: E402
+from ntf_utils import metrics  # noqa: E402
+from ntf_utils.tl._resolution import heldout_sections  # noqa: E402
+
+DEFAULT_VARIANTS = {
+    "old default": {"network": {"section_effects": False}, "selection": {"candidates": [[1, 0.5], [4, 0]]}},
+    "effects in every candidate": {"network": {"section_effects": True, "section_trend_degree": 0}},
+    "default": {},
+}
+
+
+def inner_split(adata, fraction: float):
+    """(fit on, held out) within the benchmark's training sections; None when nothing can be held out."""
+    train, _ = ntf.pp.split_sections(adata, keep_fraction=fraction)
+    held = train.obs["section"].astype(str).isin(heldout_sections(train, "spatial_3d")).to_numpy()
+    return (train[~held].copy(), train[held].copy()) if held.any() else None
+
+
+def score(field, held, truth_layer: str) -> tuple[float, float, float]:
+    """(per-section Pearson, pooled Pearson, RMSE) of ``field`` on the held-out cells."""
+    truth = held.layers[truth_layer]
+    truth = np.asarray(truth.todense() if hasattr(truth, "todense") else truth)
+    pred = field.predict(held.obsm["spatial_3d"], genes=list(held.var_names))
+    pooled = float(np.nanmedian(metrics.pearson_per_gene(pred, truth)))
+    return ib.heldout_pearson(field, held, layer=truth_layer), pooled, float(np.sqrt(((pred - truth) ** 2).mean()))
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--datasets", default="synthetic_embryo,drosophila,breast_her2st_A,breast_stahl,starmap_organoid")
+    parser.add_argument("--fractions", default="0.5,0.25")
+    parser.add_argument("--variants", default=None, help="JSON {name: NTFConfig keyword dict}")
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    warnings.filterwarnings("ignore")
+    variants = json.loads(args.variants) if args.variants else DEFAULT_VARIANTS
+    cfg = bench.settings(False)
+    print("dataset\tkept\tvariant\tper_section\tpooled\trmse\tseconds\tchosen")
+    for name in args.datasets.split(","):
+        adata, truth_layer = bench.load_dataset(name, cfg)
+        for fraction in map(float, args.fractions.split(",")):
+            split = inner_split(adata, fraction)
+            if split is None:
+                print(f"{name}\t{fraction}\t(no interior training section to hold out)")
+                continue
+            fit_on, held = split
+            for label, overrides in variants.items():
+                started = time.perf_counter()
+                field = ntf.tl.fit(fit_on, layer="lognorm", config=ntf.NTFConfig(**overrides), seed=0, progress=False)
+                per_section, pooled, rmse = score(field, held, truth_layer)
+                table = field.info.get("resolution_selection") or []
+                chosen = next((k + 1 for k, row in enumerate(table) if row["chosen"]), None)
+                print(f"{name}\t{fraction}\t{label}\t{per_section:.4f}\t{pooled:.4f}\t{rmse:.4f}\t"
+                      f"{time.perf_counter() - started:.1f}\t{chosen}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
