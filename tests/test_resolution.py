@@ -74,6 +74,7 @@ def test_selection_keeps_the_lowest_heldout_loss_and_refits_on_all_cells(small):
     assert [p["n_cells"] for p in phases] == [small.n_obs - held] * 3 + [small.n_obs]
     assert all(p["steps_run"] > 0 and p["seconds"] > 0 for p in phases)
     assert field.info["total_seconds"] == pytest.approx(sum(p["seconds"] for p in phases), abs=1e-2)
+    assert field.info["total_steps"] == sum(p["steps_run"] for p in phases) > field.info["steps_run"]
     assert field.info["n_cells"] == small.n_obs
 
 

@@ -51,7 +51,8 @@ def fit(
     Returns
     -------
     The trained :class:`~ntf_utils.NTFField`. ``field.info`` records the fit (cells, steps run,
-    wall time of each phase in ``info["phases"]``, device ...).
+    wall time and steps of each phase in ``info["phases"]``, their sums in ``info["total_seconds"]``
+    and ``info["total_steps"]``, device ...).
 
     Notes
     -----
@@ -71,6 +72,7 @@ def fit(
         field = fit_field(source, config, validation=validation, checkpoint_dir=checkpoint_dir, **common)
         field.info["phases"] = [_phase("fit", field)]
         field.info["total_seconds"] = field.info["fit_seconds"]
+        field.info["total_steps"] = field.info["steps_run"]
         return field
 
     def fit_subset(subset, candidate, held_out, description):
@@ -89,6 +91,7 @@ def fit(
     field.info["resolution_selection"] = table
     field.info["phases"] = phases
     field.info["total_seconds"] = round(sum(p["seconds"] for p in phases), 3)
+    field.info["total_steps"] = int(sum(p["steps_run"] for p in phases))  # steps_run: the final fit's alone
     return field
 
 
