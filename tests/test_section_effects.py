@@ -265,3 +265,30 @@ def test_her2st_domains_are_tissue_not_sections():
     nmi_sections = normalized_mutual_info_score(tumour.obs["section"], tumour.obs["ntf_domain"])
     assert nmi_sections <= 0.10, (nmi_sections, field.info["resolution_selection"])
     assert adjusted_rand_score(published, tumour.obs["ntf_domain"]) >= adjusted_rand_score(published, measured.obs["leiden"])
+
+
+def test_inject_section_effects_records_the_truth_and_leaves_the_caller_alone(stack):
+    raw = ntf.datasets.synthetic_embryo(n_sections=4, cells_per_section=50, n_genes=6, seed=2)
+    before = raw.X.copy()
+    dirty = ntf.datasets.inject_section_effects(raw, efficiency=(0.5, 2.0), n_groups=2, ambient=0.0, seed=3)
+    assert np.array_equal(raw.X, before) and "section_effects" not in raw.uns["ntf"]  # copy=True by default
+    truth = dirty.uns["ntf"]["section_effects"]
+    log_eff = np.asarray(truth["log_efficiency"])
+    assert log_eff.shape == (4, 6) and np.all(np.abs(log_eff) <= np.log(2.0) + 1e-12)
+    assert np.allclose(log_eff[:, 0], log_eff[:, 2])  # genes 0 and 2 share a group
+    code = raw.obs["section"].astype(str).map({s: i for i, s in enumerate(truth["sections"])}).to_numpy()
+    assert np.allclose(dirty.X, before * np.exp(log_eff[code]), rtol=1e-5)  # no ambient, no resampling
+    assert np.array_equal(dirty.layers["truth"], raw.layers["truth"])
+    counts = ntf.datasets.inject_section_effects(raw, resample=True, seed=3).X
+    assert np.array_equal(counts, np.round(counts))
+    with pytest.raises(ValueError, match="efficiency"):
+        ntf.datasets.inject_section_effects(raw, efficiency=(2.0, 0.5))
+    no_sections = raw.copy()
+    del no_sections.obs["section"]
+    with pytest.raises(KeyError, match="stack_sections"):
+        ntf.datasets.inject_section_effects(no_sections)
+
+
+def test_one_section_label_per_point_must_match_the_points(field, stack):
+    with pytest.raises(ValueError, match="one name or one per point"):
+        field.predict(stack.obsm["spatial_3d"][:5], section=[field.sections[0]] * 3)
