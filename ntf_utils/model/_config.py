@@ -58,11 +58,18 @@ class _Part:
         return cls(**data)
 
 
-def _require_positive_ints(part, names) -> None:
+def _require_ints(part, names, minimum: int = 1) -> None:
     for name in names:
         value = getattr(part, name)
-        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-            raise ValueError(f"{type(part).__name__}.{name} must be a positive integer, got {value!r}")
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+            what = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+            raise ValueError(f"{type(part).__name__}.{name} must be {what}, got {value!r}")
+
+
+def _require_optional_bool(part, name) -> None:
+    value = getattr(part, name)
+    if value not in (None, True, False):
+        raise ValueError(f"{type(part).__name__}.{name} must be None, True or False, got {value!r}")
 
 
 @dataclass
@@ -107,7 +114,7 @@ class EncodingConfig(_Part):
     implementation: str = "auto"
 
     def __post_init__(self) -> None:
-        _require_positive_ints(self, ("n_levels", "n_features_per_level"))
+        _require_ints(self, ("n_levels", "n_features_per_level"))
         if not self.resolution_scale > 0:
             raise ValueError(f"EncodingConfig.resolution_scale must be > 0, got {self.resolution_scale!r}")
 
@@ -162,14 +169,9 @@ class NetworkConfig(_Part):
     section_trend_degree: int = 2
 
     def __post_init__(self) -> None:
-        _require_positive_ints(self, ("hidden_width", "latent_dim"))
-        if isinstance(self.hidden_layers, bool) or not isinstance(self.hidden_layers, numbers.Integral) or self.hidden_layers < 0:
-            raise ValueError(f"NetworkConfig.hidden_layers must be an integer >= 0, got {self.hidden_layers!r}")
-        if isinstance(self.section_trend_degree, bool) or not isinstance(self.section_trend_degree, numbers.Integral) \
-                or self.section_trend_degree < 0:
-            raise ValueError(f"NetworkConfig.section_trend_degree must be an integer >= 0, got {self.section_trend_degree!r}")
-        if self.section_effects not in (None, True, False):
-            raise ValueError(f"NetworkConfig.section_effects must be None, True or False, got {self.section_effects!r}")
+        _require_ints(self, ("hidden_width", "latent_dim"))
+        _require_ints(self, ("hidden_layers", "section_trend_degree"), minimum=0)
+        _require_optional_bool(self, "section_effects")
 
 
 @dataclass
@@ -223,7 +225,7 @@ class TrainingConfig(_Part):
     def __post_init__(self) -> None:
         if self.loss not in LOSSES:
             raise ValueError(f"loss must be one of {LOSSES}, not {self.loss!r}")
-        _require_positive_ints(self, ("batch_size", "eval_every", "checkpoint_every", "patience"))
+        _require_ints(self, ("batch_size", "eval_every", "checkpoint_every", "patience"))
         if self.steps is not None:
             if isinstance(self.steps, bool) or not isinstance(self.steps, numbers.Integral) or self.steps < 1:
                 raise ValueError("TrainingConfig.steps must be a positive integer (or None to choose it from the "
@@ -259,8 +261,7 @@ class SelectionConfig(_Part):
     candidates: list = field(default_factory=lambda: [[1.0, 0.5, 0.0, 2], [4.0, 0.0, 0.0, 2], [1.0, 0.5, 1.0, 0]])
 
     def __post_init__(self) -> None:
-        if self.enabled not in (None, True, False):
-            raise ValueError(f"SelectionConfig.enabled must be None, True or False, got {self.enabled!r}")
+        _require_optional_bool(self, "enabled")
         candidates = self.candidates
         if not candidates or any(not 2 <= len(c) <= 4 or not c[0] > 0 or not all(v >= 0 for v in c[1:])
                                  or (len(c) == 4 and c[3] != int(c[3])) for c in candidates):

@@ -170,12 +170,14 @@ def train(
             best_weights = resumed.get("best_network")
             state = TrainState(**resumed["state"])
 
+    sigma = psf_sigmas(config, network.section_effects.n_sections > 0, network.encoding.n_input_dims)
+    sigma = None if sigma is None else sigma.to(device)
     bar = _progress_bar(training.steps, state.step, progress, description)
     network.train()
     while state.step < training.steps and not state.stopped_early:
         for group in optimizer.param_groups:
             group["lr"] = lr_at(state.step, config)
-        loss = _step_loss(model, network, config, cells, generator, device)
+        loss = _step_loss(model, network, config, cells, generator, device, sigma)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -202,13 +204,13 @@ def train(
     return state
 
 
-def _step_loss(model, network, config: NTFConfig, cells: TrainingCells, generator, device) -> torch.Tensor:
-    """The loss of one random minibatch: PSF jitter, section effects and the optional penalties."""
+def _step_loss(model, network, config: NTFConfig, cells: TrainingCells, generator, device, sigma) -> torch.Tensor:
+    """The loss of one random minibatch: PSF jitter (``sigma``, per axis, from :func:`psf_sigmas`),
+    section effects and the optional penalties."""
     training, finest = config.training, config.encoding.finest_resolution
     u, target, log_size, mask, section = cells.batch(cells.sample_index(generator, training.batch_size), device)
-    sigma = psf_sigmas(config, section is not None, u.shape[1])
     if sigma is not None:
-        noise = torch.randn(u.shape, generator=generator).to(device) * sigma.to(device)
+        noise = torch.randn(u.shape, generator=generator).to(device) * sigma
         u = (u + noise).clamp_(0.0, 1.0)
     prior = 0.0
     if section is not None:

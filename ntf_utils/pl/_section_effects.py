@@ -46,7 +46,7 @@ def section_effects(field, genes=None, *, kind: str = "offset", n_genes: int = 3
     if genes is None:
         matrix = matrix[matrix.std(0).sort_values(ascending=False).index[:n_genes]]
     else:
-        matrix = matrix[[g for g in table["gene"].drop_duplicates()]]
+        matrix = matrix[table["gene"].unique()]  # in the field's gene order
     limit = float(np.abs(matrix.to_numpy()).max()) or 1.0
     fig = go.Figure(go.Heatmap(z=matrix.to_numpy(), x=list(matrix.columns), y=list(matrix.index),
                                colorscale="RdBu_r", zmid=0.0, zmin=-limit, zmax=limit,

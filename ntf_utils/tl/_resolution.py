@@ -95,7 +95,7 @@ def select_resolution(adata, config, fit_subset, *, validation, checkpoint_dir, 
     candidates = config.selection.candidates
     for k, row in enumerate(candidates):
         settings = _settings(config, row)
-        candidate = _chosen(config, settings)
+        candidate = _with_settings(config, settings)
         name = f"candidate {k + 1}/{len(candidates)}"
         field = fit_subset(fit_on, candidate, held_out, name)
         table.append({**settings, "validation_loss": field.info["best_validation_loss"],
@@ -123,10 +123,13 @@ def _settings(config, row) -> dict:
             "section_trend_degree": int(degree)}
 
 
-def _chosen(config, settings):
-    """``config`` with one candidate's settings (a table row: the chosen one when given the table)."""
-    if isinstance(settings, list):
-        settings = next(row for row in settings if row["chosen"])
+def _chosen(config, table):
+    """``config`` with the settings of the table's chosen candidate."""
+    return _with_settings(config, next(row for row in table if row["chosen"]))
+
+
+def _with_settings(config, settings):
+    """``config`` with one candidate's settings (a row of :func:`_settings` or of a recorded table)."""
     training = {"psf_sigma": settings["psf_sigma"]}
     network = {}
     if "section_psf" in settings:  # tables recorded before section effects have neither
