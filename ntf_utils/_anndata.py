@@ -13,9 +13,10 @@ import pandas as pd
 import scipy.sparse as sp
 
 from ._constants import Key
-from ._validate import check_coords
+from ._validate import check_coords, check_numeric_matrix
 
 __all__ = [
+    "check_in_memory",
     "read_matrix",
     "dense_float32",
     "read_coords",
@@ -28,16 +29,28 @@ __all__ = [
 ]
 
 
+def check_in_memory(adata, what: str = "adata") -> None:
+    """Raise a clear error for an AnnData opened in backed mode (``read_h5ad(..., backed="r")``)."""
+    if getattr(adata, "isbacked", False):
+        raise ValueError(
+            f"{what} is opened in backed mode (anndata.read_h5ad(..., backed='r')); load it into memory first "
+            "(adata = adata.to_memory()), or fit a data set too large for memory with ntf.atlas.fit_atlas"
+        )
+
+
 def read_matrix(adata, layer: str | None = None):
     """``adata.X`` or ``adata.layers[layer]`` as stored (dense or sparse), or a clear error."""
+    check_in_memory(adata)
     if layer is None:
         if adata.X is None:
             raise ValueError("adata.X is empty (None); put values in X or pass layer=... naming the layer that "
                              "holds them")
+        check_numeric_matrix(adata.X, "adata.X")
         return adata.X
     if layer not in adata.layers:
         raise KeyError(f"layer {layer!r} not found in adata.layers; available layers: {list(adata.layers.keys())} "
                        "(or layer=None for adata.X)")
+    check_numeric_matrix(adata.layers[layer], f"layers[{layer!r}]")
     return adata.layers[layer]
 
 

@@ -25,6 +25,10 @@ class Key:
         library_size = "library_size"
         voxel = "voxel"
         std_mean = "std_mean"
+        distance_to_sections = "distance_to_sections"
+        spacings_beyond = "spacings_beyond"
+        flagged = "flagged"
+        width_mean = "width_mean"
 
     class obsm:
         spatial = "spatial"
@@ -32,6 +36,10 @@ class Key:
         spatial_3d_true = "spatial_3d_true"
         latent = "X_latent"
         gradient = "ntf_gradient"
+
+    class var:
+        gene_ids = "gene_ids"  # the original gene names when gene symbols become var_names
+        gene_symbols = "gene_symbols"  # scanpy's column of gene symbols
 
     class layers:
         counts = "counts"
@@ -41,6 +49,9 @@ class Key:
         denoised = "ntf"
         intensity = "intensity"
         std = "std"
+        lower = "lower"
+        upper = "upper"
+        width = "width"
 
     class uns:
         ntf = "ntf"  # the package's namespace: uns["ntf"][<sub-key>]
@@ -50,6 +61,8 @@ class Key:
         source = "source"
         dataset = "dataset"
         uncertainty = "uncertainty"
+        intervals = "intervals"
         synthetic = "synthetic"
         slab_sections = "slab_sections"
         transform = "transform"
+        files = "files"  # uns["ntf"]["sections"]["files"]: the file each section was read from

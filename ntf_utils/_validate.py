@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import scipy.sparse as sp
 
 __all__ = [
     "check_finite_values",
     "check_nonnegative_counts",
+    "looks_like_raw_counts",
+    "check_numeric_matrix",
     "check_coords",
     "check_positive_int",
     "check_number",
@@ -31,6 +35,15 @@ def check_nonnegative_counts(matrix, what: str) -> None:
             f"{what} has negative values (min {data.min():.3g}) but a count loss (poisson/nb) needs raw "
             "non-negative counts; pass the raw counts layer, or use loss='mse' for normalised values"
         )
+    sample = data.ravel()[:1_000_000]
+    fractional = sample != np.round(sample) if sample.dtype.kind in "fc" else np.zeros(0, bool)
+    if fractional.any():
+        example = float(sample[np.argmax(fractional)])
+        warnings.warn(
+            f"{what} is given to a count loss (poisson/nb) but {int(fractional.sum())} of {sample.size} values "
+            f"are not whole numbers (e.g. {example:.3g}): it looks normalised, not raw counts. Pass the raw counts "
+            "(e.g. layer='counts'), or use loss='mse' for normalised values",
+            UserWarning, stacklevel=4)
 
 
 def looks_like_raw_counts(matrix, max_entries: int = 1_000_000) -> bool:
@@ -40,6 +53,17 @@ def looks_like_raw_counts(matrix, max_entries: int = 1_000_000) -> bool:
     if not data.size or not np.issubdtype(data.dtype, np.number):
         return False
     return bool(data.min() >= 0 and data.max() >= 10 and np.all(data == np.round(data)))
+
+
+def check_numeric_matrix(matrix, what: str) -> None:
+    """Raise when a matrix holds strings or other non-numbers (an id or label column read as values)."""
+    dtype = getattr(matrix, "dtype", None)
+    if dtype is not None and (dtype.kind in "OSUV" or not (np.issubdtype(dtype, np.number) or dtype.kind == "b")):
+        raise TypeError(
+            f"{what} holds {dtype} values, not numbers; expression values must be numeric. Convert them "
+            f"(e.g. adata.X = adata.X.astype('float32')), or check that no id or metadata column was read as a "
+            "gene (pp.read_sections(..., metadata=[...]) keeps such columns in obs)"
+        )
 
 
 def check_coords(coords, what: str, n_cols: int | tuple[int, ...] = (3, 4)) -> np.ndarray:

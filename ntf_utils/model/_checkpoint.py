@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["atomic_write", "save_field_file", "load_field_file", "save_training_checkpoint", "load_training_checkpoint", "save_selection", "load_selection", "remove_stale_temporaries"]
+__all__ = ["atomic_write", "check_directory", "save_field_file", "load_field_file", "save_training_checkpoint", "load_training_checkpoint", "save_selection", "load_selection", "remove_stale_temporaries"]
 
 FORMAT_VERSION = 2  # 2: the header holds "ntf_sha256", a digest of the JSON and the tensors
 TRAINING_CHECKPOINT = "training_checkpoint.pt"
@@ -28,9 +28,21 @@ TRAINING_FINGERPRINT = "training_checkpoint.json"
 RESOLUTION_SELECTION = "resolution_selection.json"
 
 
+def check_directory(path, what: str = "checkpoint_dir") -> None:
+    """Raise a clear error when ``path`` (a folder to write into) or one of its parents is a file."""
+    path = Path(path)
+    for parent in (path, *path.parents):
+        if parent.exists() and not parent.is_dir():
+            raise NotADirectoryError(f"{what}={str(path)!r}: {parent} is a file, not a folder; pass a folder "
+                                     "(an existing one, or a new path that is then created)")
+
+
 def atomic_write(path: Path, write) -> None:
     """Call ``write(file_path)`` on a temporary sibling of ``path``, fsync it, rename it into place."""
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a directory; pass a file path (e.g. {path / 'field.safetensors'})")
+    check_directory(path.parent, "the folder")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = str(path.parent / f".{path.name}.{secrets.token_hex(8)}.tmp")
     # O_EXCL: never clobber another writer's file; mode 0o666 & ~umask, like a plain open() (mkstemp's

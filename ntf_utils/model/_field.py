@@ -420,20 +420,19 @@ class NTFField:
     def grid_shape(self, shape, box: np.ndarray) -> tuple[int, int, int]:
         """Voxel counts for ``shape`` (int = voxels along the longest axis of ``box``)."""
         if np.isscalar(shape):
-            if check_number(shape, "shape") < 1:
-                raise ValueError(f"shape must be a positive int (voxels along the longest axis) or three, got {shape!r}")
+            shape = check_positive_int(shape, "shape (voxels along the longest axis; or three ints)")
             extent = np.maximum(box[:, 1] - box[:, 0], 1e-12)
             out = np.maximum(1, np.round(extent / extent.max() * int(shape))).astype(int)
             # keep at least one voxel per section along a thin z
             out[2] = max(out[2], min(int(shape), len(self.info.get("section_z", [])) or 1))
             return tuple(int(v) for v in out)
         try:
-            shape = tuple(int(v) for v in shape)
-        except (TypeError, ValueError) as err:
+            shape = tuple(shape)
+        except TypeError as err:
             raise ValueError(f"shape must be an int or three positive ints, got {shape!r}") from err
-        if len(shape) != 3 or min(shape) < 1:
+        if len(shape) != 3:
             raise ValueError(f"shape must be an int or three positive ints, got {shape}")
-        return shape
+        return tuple(check_positive_int(v, f"shape[{i}] (voxels along {'xyz'[i]})") for i, v in enumerate(shape))
 
     # -- section effects ----------------------------------------------------------------------
     def section_effects(self, genes=None) -> pd.DataFrame:

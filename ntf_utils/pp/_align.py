@@ -25,7 +25,7 @@ from .._constants import Key
 from .._docs import doc_copy, doc_params, doc_section_key
 from ._normalize import log1p_normalized, row_totals
 
-__all__ = ["align_sections"]
+__all__ = ["align_sections", "alignment_score"]
 
 _FLIP = np.diag([1.0, -1.0])
 # Final polish: a wide symmetric kernel (1.5 spot spacings, all fixed points within 3 sigma) so
@@ -33,6 +33,8 @@ _FLIP = np.diag([1.0, -1.0])
 POLISH_SIGMA = 1.5
 POLISH_K = 64
 POLISH_RADIUS = 3.0
+# An alignment that raises alignment_score by less than this is reported as not helping.
+MIN_SCORE_GAIN = 0.01
 
 
 # ----------------------------------------------------------------------------- geometry
@@ -81,6 +83,21 @@ def _expression_features(mats: list, n_pcs: int, random_state: int) -> list[np.n
     """Joint PCA of log-normalised, standardised shared genes; one (n_i, n_pcs) array per section."""
     from sklearn.decomposition import PCA
 
+    standardised = _standardised(mats)
+    if standardised is None:
+        return None
+    x = np.vstack(standardised)
+    n_comp = int(min(n_pcs, x.shape[1], x.shape[0] - 1))
+    pcs = PCA(n_components=n_comp, random_state=random_state).fit_transform(x)
+    out, start = [], 0
+    for m in standardised:
+        out.append(pcs[start : start + m.shape[0]])
+        start += m.shape[0]
+    return out
+
+
+def _standardised(mats: list) -> list[np.ndarray] | None:
+    """Log-normalised (counts), jointly standardised values of the (up to 2000) most variable shared genes."""
     logged = []
     for m in mats:
         m = sparse.csr_matrix(m, dtype=np.float64) if sparse.issparse(m) else np.asarray(m, np.float64)
@@ -97,13 +114,7 @@ def _expression_features(mats: list, n_pcs: int, random_state: int) -> list[np.n
     x = x[:, keep]
     x = (x - x.mean(axis=0)) / x.std(axis=0)
     np.clip(x, -10, 10, out=x)
-    n_comp = int(min(n_pcs, x.shape[1], x.shape[0] - 1))
-    pcs = PCA(n_components=n_comp, random_state=random_state).fit_transform(x)
-    out, start = [], 0
-    for m in logged:
-        out.append(pcs[start : start + m.shape[0]])
-        start += m.shape[0]
-    return out
+    return np.split(x, np.cumsum([m.shape[0] for m in logged])[:-1])
 
 
 # ----------------------------------------------------------------------------- ICP
@@ -348,6 +359,91 @@ def _write_alignment(target, alignment: dict) -> None:
     target.uns[Key.uns.ntf] = {**target.uns.get(Key.uns.ntf, {}), Key.uns.alignment: alignment}
 
 
+# ----------------------------------------------------------------------------- agreement
+def _pair_agreement(xys: list, values: list, rng, max_points: int) -> float:
+    """Mean over neighbouring pairs of the mean correlation of a cell's values with its in-plane nearest neighbour's."""
+    scores = []
+    for i in range(1, len(xys)):
+        rows = np.arange(len(xys[i]))
+        if len(rows) > max_points:
+            rows = rng.choice(rows, max_points, replace=False)
+        _, nearest = cKDTree(xys[i - 1]).query(xys[i][rows])
+        a, b = values[i][rows], values[i - 1][nearest]
+        a = a - a.mean(1, keepdims=True)
+        b = b - b.mean(1, keepdims=True)
+        norm = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+        scores.append(float(np.mean(np.where(norm > 0, (a * b).sum(1) / np.maximum(norm, 1e-12), 0.0))))
+    return float(np.mean(scores))
+
+
+@doc_params(doc_section_key=doc_section_key)
+def alignment_score(
+    sections,
+    *,
+    spatial_key: str = Key.obsm.spatial,
+    layer: str | None = None,
+    section_key: str = Key.obs.section,
+    max_points: int = 2000,
+    random_state: int = 0,
+) -> float:
+    """How well neighbouring sections line up: compare it before and after :func:`align_sections`.
+
+    For each pair of neighbouring sections, each cell of one (up to ``max_points``) is matched to
+    the nearest cell, in the plane, of the other, and the Pearson correlation of their expression
+    profiles (log-normalised when counts, standardised per gene over all sections) is averaged;
+    the score is the mean over pairs. Registered sections score higher than misaligned ones:
+    keep an alignment only when it raises the score.
+
+    Parameters
+    ----------
+    sections
+        A list of AnnData in serial order, or one stacked AnnData (sections in ``obs[section_key]``
+        category order), as for :func:`align_sections`.
+    spatial_key
+        ``obsm`` key of the in-plane coordinates to score (e.g. before and after alignment).
+    layer
+        Layer with the expression (``None``: ``X``).
+    {doc_section_key}
+        Only for a stacked AnnData.
+    max_points
+        Cells per section scored (random subsample).
+    random_state
+        Seed of the subsample.
+
+    Returns
+    -------
+    The score, between -1 and 1 (higher: neighbouring sections agree better).
+    """
+    if hasattr(sections, "obs") and hasattr(sections, "obsm"):
+        _, _, _, xys, mats = _read_stacked(sections, spatial_key, section_key, layer, True)
+    else:
+        xys, mats = _read_list(list(sections), spatial_key, layer, True)
+    if len(xys) < 2:
+        raise ValueError("alignment_score needs at least two sections")
+    values = None if mats is None else _standardised(mats)
+    if values is None:
+        raise ValueError("alignment_score needs at least two genes that vary, shared by the sections")
+    return _pair_agreement(xys, values, np.random.default_rng(random_state), max_points)
+
+
+def _check_gain(xys, aligned, mats, records, random_state: int, max_points: int) -> None:
+    """Record the agreement score before and after alignment; warn when the alignment did not raise it."""
+    values = None if mats is None or len(xys) < 2 else _standardised(mats)
+    if values is None:
+        return
+    before = _pair_agreement(xys, values, np.random.default_rng(random_state), max_points)
+    after = _pair_agreement(aligned, values, np.random.default_rng(random_state), max_points)
+    for record in records:
+        record.update(score_before=before, score_after=after)
+    if after < before + MIN_SCORE_GAIN:
+        largest = max(abs(r["rotation_deg"]) for r in records)
+        warnings.warn(
+            f"the alignment barely changed how well neighbouring sections agree (alignment_score {before:.3f} before, "
+            f"{after:.3f} after) yet rotates sections by up to {largest:.1f} degrees: the sections may already be "
+            "registered. Keep the original coordinates unless you know they are not",
+            UserWarning, stacklevel=3)
+
+
 # ----------------------------------------------------------------------------- API
 @doc_params(doc_copy=doc_copy, doc_section_key=doc_section_key)
 def align_sections(
@@ -430,7 +526,9 @@ def align_sections(
         (or a new stacked AnnData). Either way the aligned coordinates go to ``obsm[key_added]``
         and the transforms to ``uns["ntf"]["alignment"]`` as plain lists: for a list input each
         AnnData gets ``{"linear": A, "translation": t, "rotation_deg", "reflection", "reference",
-        "cost", "spatial_key", "key_added"}``; a stacked AnnData gets ``{"reference": name,
+        "cost", "spatial_key", "key_added", "score_before", "score_after"}`` (the
+        :func:`alignment_score` of the input and aligned coordinates; a warning says when the
+        alignment did not raise it); a stacked AnnData gets ``{"reference": name,
         "sections": {name: {...}}}``. Aligned coordinates are ``xy @ A.T + t``.
 
     Examples
@@ -455,6 +553,7 @@ def align_sections(
         max_points=max_points,
     )
     records = [_record(tr, names[ref], spatial_key, key_added) for tr in transforms]
+    _check_gain(xys, aligned, mats, records, random_state, max_points)
 
     if stacked:
         target = sections.copy() if copy else sections

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 
 import anndata as ad
@@ -9,7 +10,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from .._anndata import read_coords, read_time
+from .._anndata import check_in_memory, read_coords, read_time
 from .._constants import Key
 from .._validate import check_coords
 
@@ -25,6 +26,8 @@ def stack_sections(
     time_key: str | None = None,
     join: str = "inner",
     section_names: Sequence[str] | None = None,
+    gene_symbols: str | None = None,
+    units: str | None = None,
 ) -> ad.AnnData:
     """Stack serial sections into one AnnData with ``obsm['spatial_3d']``.
 
@@ -50,17 +53,37 @@ def stack_sections(
     section_names
         Names of the sections (list input); default: dict keys, else ``obs['section']`` if present,
         else ``"s0", "s1", ...``.
+    gene_symbols
+        Column of ``var`` holding gene symbols (scanpy's ``gene_symbols=``, e.g. ``"gene_symbols"``):
+        the symbols become the gene names (``var_names``), so that every later function takes
+        symbols; the original names are kept in ``var['gene_ids']``. Genes without a symbol keep
+        their id.
+    units
+        Unit of the coordinates (e.g. ``"um"``), recorded in ``uns['ntf']['units']`` and used for
+        axis titles.
 
     Returns
     -------
     A new AnnData (inputs are never modified) with ``obsm['spatial_3d']`` (x, y, z),
     ``obsm['spatial']`` (x, y), ``obs['section']`` (categorical, ordered by z), ``obs['z']``,
-    optionally ``obs['time']``, and ``uns['ntf']['sections']``.
+    optionally ``obs['time']``, and ``uns['ntf']['sections']``. ``var`` columns are kept when
+    the sections agree on them.
+
+    Warns
+    -----
+    UserWarning
+        When the inner join drops genes that some sections lack (with the counts, the genes that
+        differ only in upper/lower case, and the fix), or when ``var`` columns that differ between
+        sections are dropped.
     """
     if join not in ("inner", "outer"):
         raise ValueError(f"join must be 'inner' or 'outer', not {join!r}")
+    if units is not None and not isinstance(units, str):
+        raise TypeError(f"units must be a string such as 'um', got {units!r}")
     if isinstance(sections, ad.AnnData):
-        return _stack_single(sections, spatial_key=spatial_key, z_key=z_key, time_key=time_key)
+        check_in_memory(sections)
+        single = _use_gene_symbols(sections, gene_symbols, "adata") if gene_symbols is not None else sections
+        return _record_units(_stack_single(single, spatial_key=spatial_key, z_key=z_key, time_key=time_key), units)
     if isinstance(sections, Mapping):
         section_names = list(sections.keys()) if section_names is None else section_names
         sections = list(sections.values())
@@ -69,11 +92,14 @@ def stack_sections(
     for i, section in enumerate(sections):
         if not isinstance(section, ad.AnnData):
             raise TypeError(f"sections[{i}] is a {type(section).__name__}, not an AnnData")
+        check_in_memory(section, f"sections[{i}]")
         if section.n_obs == 0:
             raise ValueError(f"section {i} is empty (0 cells); drop it from the list before stacking")
         if section.n_vars == 0:
             raise ValueError(f"section {i} has no genes (0 variables)")
     names = _section_names(sections, section_names)
+    if gene_symbols is not None:
+        sections = [_use_gene_symbols(section, gene_symbols, f"section {name!r}") for section, name in zip(sections, names)]
     z_values = _section_z(sections, z, z_key, names)
     times = _section_time(sections, time_key, names)
     _check_distinct_z(names, z_values, times)
@@ -102,22 +128,19 @@ def stack_sections(
         if not p.var_names.is_unique:
             dup = p.var_names[p.var_names.duplicated()][:5].tolist()
             raise ValueError(f"section {name!r} has duplicated gene names {dup}; call .var_names_make_unique() first")
-    shared = gene_sets[0]
+    shared, union = gene_sets[0], gene_sets[0]
     for genes in gene_sets[1:]:
         shared = shared.intersection(genes, sort=False)
-    if len(shared) == 0 and join == "inner":
-        raise ValueError(
-            "the sections share no gene names; check that they use the same gene identifiers "
-            "(symbols vs Ensembl IDs), or pass join='outer' to keep every gene with missing values masked"
-        )
+        union = union.union(genes, sort=False)
+    if join == "inner" and len(shared) < len(union):
+        _report_dropped_genes(shared, union, gene_sets, names)
     if join == "inner":
         stacked = ad.concat([p[:, shared] for p in parts], join="inner", merge="same", uns_merge=None)
+        stacked.var = _merge_var(parts, shared)
     else:
-        union = gene_sets[0]
-        for genes in gene_sets[1:]:
-            union = union.union(genes, sort=False)
         stacked = ad.concat(parts, join="outer", merge="same", fill_value=0)
         stacked = stacked[:, union].copy()
+        stacked.var = _merge_var(parts, union)
         mask = np.concatenate([np.asarray(union.isin(genes))[None, :].repeat(p.n_obs, 0) for p, genes in zip(parts, gene_sets)])
         stacked.layers[Key.layers.mask] = mask.astype(np.uint8)
     # obs columns are kept when only some sections have them (missing values where absent), as
@@ -125,7 +148,96 @@ def stack_sections(
     obs = pd.concat([p.obs for p in parts], join="outer")
     obs.index = stacked.obs_names
     stacked.obs = obs
-    return _finish(stacked, names, z_values, times)
+    return _record_units(_finish(stacked, names, z_values, times), units)
+
+
+def _record_units(adata: ad.AnnData, units: str | None) -> ad.AnnData:
+    if units is not None:
+        adata.uns[Key.uns.ntf] = {**adata.uns.get(Key.uns.ntf, {}), Key.uns.units: units}
+    return adata
+
+
+def _use_gene_symbols(adata: ad.AnnData, column: str, what: str) -> ad.AnnData:
+    """A copy of ``adata`` named by the symbols in ``var[column]`` (ids kept in ``var['gene_ids']``)."""
+    if column not in adata.var:
+        raise KeyError(f"{what}: gene_symbols={column!r} is not a var column; var columns: {list(adata.var.columns)}")
+    symbols = adata.var[column].astype(object)
+    missing = symbols.isna() | (symbols.astype(str).str.strip() == "")
+    names = pd.Index(np.where(missing, adata.var_names, symbols.astype(str)))
+    if not names.is_unique:
+        dup = names[names.duplicated()].unique()
+        warnings.warn(f"{what}: {len(dup)} gene symbols name several genes (e.g. {list(dup[:3])}); they are made "
+                      "unique with suffixes '-1', '-2', ...", UserWarning, stacklevel=3)
+    out = adata.copy()
+    out.var[Key.var.gene_ids] = adata.var_names.to_numpy()
+    out.var_names = names
+    out.var_names_make_unique()
+    return out
+
+
+def _report_dropped_genes(shared: pd.Index, union: pd.Index, gene_sets: list, names: list) -> None:
+    """Warn (or, with no shared gene, raise) about the genes the inner join drops, with the fix."""
+    dropped = union.difference(shared, sort=False)
+    lacking = [(len(union.difference(genes)), name) for genes, name in zip(gene_sets, names)]
+    worst_n, worst = max(lacking)
+    spellings: dict[str, set] = {}
+    for gene in union:
+        spellings.setdefault(str(gene).lower(), set()).add(str(gene))
+    case = sorted(sorted(v) for v in spellings.values() if len(v) > 1)
+    case_hint = ""
+    if case:
+        case_hint = (f" {len(case)} of them differ only in upper/lower case between sections (e.g. "
+                     f"{' vs '.join(map(repr, case[0][:2]))}): make the names consistent first (e.g. "
+                     "section.var_names = section.var_names.str.upper()).")
+    message = (f"the sections share {len(shared)} of their {len(union)} genes: the inner join drops {len(dropped)} "
+               f"genes (e.g. {list(dropped[:5])}; section {worst!r} lacks {worst_n}).{case_hint} Pass join='outer' to "
+               "keep every gene (entries a section did not measure are masked in the loss)")
+    if len(shared) == 0:
+        raise ValueError(f"the sections share no gene names; check that they use the same gene identifiers (symbols "
+                         f"vs Ensembl IDs, gene_symbols=...).{case_hint} Or pass join='outer' to keep every gene with "
+                         "missing values masked")
+    warnings.warn(message, UserWarning, stacklevel=3)
+
+
+def _merge_var(parts: list, genes: pd.Index) -> pd.DataFrame:
+    """``var`` of the stacked genes: each column where the sections agree; differing columns dropped, with a warning."""
+    merged = pd.DataFrame(index=genes)
+    conflicts: list[str] = []
+    for part in parts:
+        var = part.var.reindex(genes.intersection(part.var_names, sort=False))
+        for column in var.columns:
+            if column in conflicts:
+                continue
+            values = var[column].astype(object)
+            if column not in merged:
+                merged[column] = values.reindex(genes)
+                continue
+            old = merged.loc[values.index, column]
+            both = old.notna() & values.notna()
+            if (old[both].astype(str) != values[both].astype(str)).any():
+                conflicts.append(column)
+                continue
+            merged.loc[values.index, column] = old.where(old.notna(), values)
+    for column in merged.columns:
+        if column not in conflicts:
+            merged[column] = _restore_dtype(merged[column], [p.var[column] for p in parts if column in p.var])
+    if conflicts:
+        warnings.warn(f"var columns {conflicts} differ between sections for the same genes and are dropped from the "
+                      "stacked var; make them agree (or drop them) before stacking to keep them", UserWarning,
+                      stacklevel=3)
+    return merged.drop(columns=conflicts)
+
+
+def _restore_dtype(column: pd.Series, originals: list) -> pd.Series:
+    """``column`` (object) back in the sections' dtype where it fits (numbers, booleans, categories)."""
+    if any(isinstance(o.dtype, pd.CategoricalDtype) for o in originals):
+        return column.astype("category")
+    kinds = {o.dtype.kind for o in originals}
+    if kinds <= set("fiu"):
+        return pd.to_numeric(column)  # NaN for genes a section without the column has
+    if kinds == {"b"} and column.notna().all():
+        return column.astype(bool)
+    return column
 
 
 def _upcast_half(adata: ad.AnnData) -> None:

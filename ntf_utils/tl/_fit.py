@@ -4,8 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
+from .._anndata import check_in_memory
 from .._constants import Key
 from .._docs import doc_fit_options, doc_params
+from ..model._checkpoint import check_directory
 from ..model._config import NTFConfig
 from ..model._field import NTFField
 from ..model._pipeline import config_with_overrides, fit_field
@@ -64,6 +68,7 @@ def fit(
     in ``field.info["resolution_selection"]``. No selection happens with a time axis, a fixed
     ``finest_resolution``, or ``selection.enabled=False``.
     """
+    _check_arguments(adata, seed, checkpoint_dir)
     config = config_with_overrides(config, steps, batch_size, loss)
     source = AnnDataSource(adata, layer=layer, spatial_key=spatial_key, time_key=time_key,
                            loss=config.training.loss)  # bad input fails here, before any fit
@@ -100,3 +105,12 @@ def _phase(name: str, field: NTFField) -> dict:
     info = field.info
     return {"phase": name, "n_cells": info["n_cells"], "steps_run": info["steps_run"],
             "seconds": info["fit_seconds"]}
+
+
+def _check_arguments(adata, seed, checkpoint_dir) -> None:
+    """Clear errors for arguments that would otherwise fail deep inside the fit."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise TypeError(f"seed must be an integer, got {seed!r}")
+    check_in_memory(adata)
+    if checkpoint_dir is not None:
+        check_directory(checkpoint_dir, "checkpoint_dir")
