@@ -77,3 +77,18 @@ def embryo_field(embryo):
     from ntf_utils import NTFConfig, tl
 
     return tl.fit(embryo, layer="lognorm", config=NTFConfig(training={"steps": 200, "batch_size": 1024}), progress=False)
+
+
+@pytest.fixture(scope="session")
+def docs_site() -> Path:
+    """The documentation site, built once per test session; returns its HTML folder.
+
+    ``tests/test_notebooks.py`` (every notebook executed, once) and ``tests/test_docs_site.py`` (pages,
+    links, API reference, browser) read the same build. It is built in quick mode into
+    ``docs/_build/test/html`` as ``bash .ci/docs`` builds it, except that a failing notebook does not stop
+    the build (each notebook's test reports its own traceback). ``NTF_DOCS_SITE=docs/_build/html`` reuses
+    an existing build instead (e.g. after ``NTF_QUICK=1 bash .ci/docs``).
+    """
+    from _docs_build import build_site
+
+    return build_site()

@@ -1,6 +1,6 @@
 """The project's environment descriptions agree with each other.
 
-pyproject.toml (core + [test] + [notebooks]) and environment.yml (pip section) must name the same packages
+pyproject.toml (core + [test] + [notebooks] + [docs]) and environment.yml (pip section) must name the same packages
 with the same version bounds; the README's commands must be the ones CI runs; the torch pin in .ci/setup
 must satisfy pyproject's torch requirement.
 """
@@ -22,7 +22,7 @@ else:  # pragma: no cover - Python 3.10
     tomllib = pytest.importorskip("tomli")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-ENV_EXTRAS = ("test", "notebooks")  # the extras environment.yml mirrors (not "gpu")
+ENV_EXTRAS = ("test", "notebooks", "docs")  # the extras environment.yml mirrors (not "gpu")
 README_COMMANDS = [
     "bash .ci/setup && .venv/bin/python -m ntf_utils.demo --out ntf_demo",
     "bash .ci/setup && .venv/bin/python -m pytest -q",
@@ -107,7 +107,7 @@ def test_pyproject_basics(pyproject: dict) -> None:
     project = pyproject["project"]
     assert project["name"] == "ntf_utils"
     assert SpecifierSet(project["requires-python"]) == SpecifierSet(">=3.10")
-    assert set(project["optional-dependencies"]) >= {"test", "notebooks", "gpu"}
+    assert set(project["optional-dependencies"]) >= {"test", "notebooks", "docs", "gpu"}
     assert pyproject["tool"]["setuptools"]["packages"]["find"]["include"] == ["ntf_utils*"]
     markers = {m.split(":")[0] for m in pyproject["tool"]["pytest"]["ini_options"]["markers"]}
     assert markers >= {"slow", "notebook", "browser"}

@@ -1,4 +1,9 @@
-"""Every notebook in notebooks/ executes without error (quick mode) and is committed without outputs."""
+"""Every notebook in notebooks/ executes without error (quick mode) and is committed without outputs.
+
+The notebooks are executed once, by building the documentation site (the ``docs_site`` fixture in
+conftest.py: myst-nb runs each notebook in ``notebooks/``, as ``bash .ci/docs`` does); these tests read
+what that build executed. ``tests/test_docs_site.py`` checks the same build's pages in a browser.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +11,10 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from _docs_build import error_report, executed_notebook
 
 NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
 NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
-CELL_TIMEOUT_S = 900
 
 
 def _ids(paths: list[Path]) -> list[str]:
@@ -18,24 +23,20 @@ def _ids(paths: list[Path]) -> list[str]:
 
 @pytest.mark.notebook
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=_ids(NOTEBOOKS))
-def test_notebook_executes(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from nbclient import NotebookClient
-    from nbclient.exceptions import CellExecutionError
-
-    # The kernel is a subprocess and inherits this environment.
-    monkeypatch.setenv("NTF_QUICK", "1")
-    nb = nbformat.read(path, as_version=4)
-    client = NotebookClient(
-        nb,
-        kernel_name="python3",
-        timeout=CELL_TIMEOUT_S,
-        allow_errors=False,
-        resources={"metadata": {"path": str(NOTEBOOK_DIR)}},
-    )
-    try:
-        client.execute()
-    except CellExecutionError as err:
-        pytest.fail(f"{path.name} failed:\n{err}", pytrace=False)
+def test_notebook_executes(path: Path, docs_site: Path) -> None:
+    report = error_report(docs_site, path.stem)
+    if report is not None:
+        pytest.fail(f"{path.name} failed:\n{report}", pytrace=False)
+    executed = executed_notebook(docs_site, path.name)
+    assert executed.is_file(), f"the docs build did not execute {path.name} (no {executed})"
+    nb = nbformat.read(executed, as_version=4)
+    code = [cell for cell in nb.cells if cell.cell_type == "code"]
+    assert len(code) == sum(c.cell_type == "code" for c in nbformat.read(path, as_version=4).cells)
+    not_run = [i for i, cell in enumerate(code) if cell.get("execution_count") is None]
+    errors = [out for cell in code for out in cell.get("outputs", []) if out.get("output_type") == "error"]
+    assert not not_run, f"{path.name}: code cells {not_run} were not executed"
+    assert not errors, f"{path.name}: error outputs {[e.get('ename') for e in errors]}"
+    assert (docs_site / "notebooks" / f"{path.stem}.html").is_file(), f"no page for {path.name}"
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=_ids(NOTEBOOKS))

@@ -13,6 +13,7 @@ import pandas as pd
 
 from .._anndata import read_matrix
 from .._constants import Key
+from ._renderer import set_default_renderer
 
 __all__ = [
     "NA_COLOR",
@@ -45,6 +46,10 @@ __all__ = [
     "horizontal_colorbar",
     "range_of",
 ]
+# In a Jupyter kernel, importing ntf_utils.pl switches Plotly's automatic renderer to one whose output also
+# shows in HTML exports and on the documentation site; a renderer the user chose is kept (see _renderer).
+set_default_renderer()
+
 #: Colour used for missing values (NaN gene values, missing categories) and faint context clouds.
 NA_COLOR = "#c8c8c8"
 CONTEXT_COLOR = "#9a9a9a"
