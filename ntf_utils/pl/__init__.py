@@ -8,6 +8,8 @@ Every function takes data that already exists (an AnnData, a ``Volume``, arrays)
 - :func:`gradient_arrows`: gradient vectors as cones.
 - :func:`virtual_vs_real`: a predicted section next to the measured one.
 - :func:`section_effects`: a field's learned per-section technical effects (heatmap).
+- :func:`interval_width`, :func:`trust_map`: calibrated intervals (``tl.prediction_intervals``) in 3D and
+  against the distance from the sections.
 - :func:`explore`: gene dropdown + z and threshold sliders over a FigureWidget.
 - :func:`save_html`, :func:`save_png`: standalone HTML and PNG export.
 """
@@ -18,6 +20,7 @@ from ._explore import explore
 from ._export import save_html, save_png
 from ._gradient import gradient_arrows
 from ._section_effects import section_effects
+from ._uncertainty import interval_width, trust_map
 from ._volume import slice_plane, volume_3d
 
 __all__ = [
@@ -29,6 +32,8 @@ __all__ = [
     "gradient_arrows",
     "virtual_vs_real",
     "section_effects",
+    "interval_width",
+    "trust_map",
     "explore",
     "save_html",
     "save_png",

@@ -21,11 +21,12 @@ __all__ += [
     "summarize_evaluation",
 ]
 
+from ._conformal import FieldIntervals, prediction_intervals  # noqa: E402
 from ._domains import domains  # noqa: E402
 from ._gradients import gradients  # noqa: E402
 from ._uncertainty import FieldUncertainty, uncertainty  # noqa: E402
 
-__all__ += ["domains", "gradients", "uncertainty", "FieldUncertainty"]
+__all__ += ["domains", "gradients", "uncertainty", "FieldUncertainty", "prediction_intervals", "FieldIntervals"]
 
 from ..atlas import fit_atlas, render_to_zarr  # noqa: E402
 
