@@ -9,7 +9,7 @@ from ntf_utils import NTFConfig, NTFField, pp, tl
 from ntf_utils.datasets import synthetic_embryo
 from ntf_utils.model._config import resolve_config
 from ntf_utils.model._coords import measure_sampling
-from ntf_utils.tl._resolution import applies, heldout_sections
+from ntf_utils.tl._resolution import _settings, applies, heldout_sections
 
 QUICK = NTFConfig(training={"steps": 120, "batch_size": 512, "eval_every": 40})
 
@@ -58,8 +58,9 @@ def test_when_the_selection_applies(small):
 def test_selection_keeps_the_lowest_heldout_loss_and_refits_on_all_cells(small):
     field = tl.fit(small, layer="lognorm", config=QUICK, progress=False)
     table = field.info["resolution_selection"]
-    assert [row["resolution_scale"] for row in table] == [1.0, 4.0, 1.0]
-    assert [row["section_psf"] for row in table] == [0.0, 0.0, 1.0]  # the third: the z prior with section effects
+    assert [row["resolution_scale"] for row in table] == [1.0, 4.0, 1.0, 1.0]
+    assert [row["section_psf"] for row in table] == [0.0, 0.0, 1.0, 0.0]  # the third: the z prior with section effects
+    assert [row["n_frequencies"] for row in table] == [0, 0, 0, 2]  # the fourth: a smooth component
     losses = [row["validation_loss"] for row in table]
     winner = table[int(np.argmin(losses))]
     assert [row["chosen"] for row in table].count(True) == 1 and winner["chosen"]
@@ -67,11 +68,11 @@ def test_selection_keeps_the_lowest_heldout_loss_and_refits_on_all_cells(small):
     assert field.config.training.psf_sigma == winner["psf_sigma"]
     assert field.config.training.section_psf == winner["section_psf"]
     assert bool(field.sections) == (winner["section_psf"] > 0)  # section effects come with the z prior
-    # three candidates on the training sections minus the held-out ones, then the winner on all cells
+    # four candidates on the training sections minus the held-out ones, then the winner on all cells
     held = small.obs["section"].astype(str).isin(heldout_sections(small, "spatial_3d")).sum()
     phases = field.info["phases"]
-    assert [p["phase"] for p in phases] == ["candidate 1/3", "candidate 2/3", "candidate 3/3", "final fit"]
-    assert [p["n_cells"] for p in phases] == [small.n_obs - held] * 3 + [small.n_obs]
+    assert [p["phase"] for p in phases] == [f"candidate {k}/4" for k in (1, 2, 3, 4)] + ["final fit"]
+    assert [p["n_cells"] for p in phases] == [small.n_obs - held] * 4 + [small.n_obs]
     assert all(p["steps_run"] > 0 and p["seconds"] > 0 for p in phases)
     assert field.info["total_seconds"] == pytest.approx(sum(p["seconds"] for p in phases), abs=1e-2)
     assert field.info["total_steps"] == sum(p["steps_run"] for p in phases) > field.info["steps_run"]
@@ -82,7 +83,7 @@ def test_given_validation_sections_are_used_and_the_winner_is_not_refitted(small
     names = list(small.obs["section"].cat.categories)
     train, test = pp.split_sections(small, holdout=names[2::4])
     field = tl.fit(train, layer="lognorm", config=QUICK, validation=test, progress=False)
-    assert [p["n_cells"] for p in field.info["phases"]] == [train.n_obs] * 3
+    assert [p["n_cells"] for p in field.info["phases"]] == [train.n_obs] * 4
     chosen = next(row for row in field.info["resolution_selection"] if row["chosen"])
     assert field.info["best_validation_loss"] == pytest.approx(chosen["validation_loss"])
 
@@ -107,10 +108,23 @@ def test_selection_survives_save_and_load(small, tmp_path):
     assert loaded.config == field.config
 
 
-@pytest.mark.parametrize("candidates", [[], [[0.0, 0.5]], [[1.0, -0.1]], [[1.0]]])
+@pytest.mark.parametrize("candidates", [[], [[0.0, 0.5]], [[1.0, -0.1]], [[1.0]], [[1.0, 0.5, 0.0, 2, 1.5]],
+                                        [[1.0, 0.5, 0.0, 2, 2, 1]]])
 def test_bad_candidates_are_explained(candidates):
     with pytest.raises(ValueError, match="candidates"):
         NTFConfig(selection={"candidates": candidates})
+
+
+def test_a_candidate_can_add_the_frequency_encoding(small):
+    config = QUICK.replace(selection={"candidates": [[4.0, 0.0, 0.0, 2, 0], [4.0, 0.0, 0.0, 2, 3]]})
+    field = tl.fit(small, layer="lognorm", config=config, progress=False)
+    table = field.info["resolution_selection"]
+    assert [row["n_frequencies"] for row in table] == [0, 3]
+    winner = next(row for row in table if row["chosen"])
+    assert field.config.encoding.n_frequencies == winner["n_frequencies"]
+    assert (field.network.frequencies is None) == (winner["n_frequencies"] == 0)
+    # rows without the fifth element keep the config's own number of octaves
+    assert _settings(NTFConfig(encoding={"n_frequencies": 2}), [1.0, 0.5])["n_frequencies"] == 2
 
 
 def test_candidates_round_trip_through_json():

@@ -100,6 +100,10 @@ class EncodingConfig(_Part):
         With a time input: the finest grid resolution along time (``None``: one cell per stage gap).
     implementation
         Hash-grid backend: ``"auto"``, ``"torch"`` or ``"tcnn"``.
+    n_frequencies
+        Octaves of a smooth frequency encoding concatenated with the hash grid (tiny-cuda-nn's
+        ``"Composite"`` of ``"Frequency"`` and ``"HashGrid"``): ``sin`` and ``cos`` of
+        ``2**k * pi * u`` for ``k < n_frequencies`` along each spatial axis. 0: the hash grid alone.
     """
 
     n_levels: int = 8
@@ -112,9 +116,11 @@ class EncodingConfig(_Part):
     resolution_scale: float = 1.0
     time_scale: float | None = None
     implementation: str = "auto"
+    n_frequencies: int = 0
 
     def __post_init__(self) -> None:
         _require_ints(self, ("n_levels", "n_features_per_level"))
+        _require_ints(self, ("n_frequencies",), minimum=0)
         if not self.resolution_scale > 0:
             raise ValueError(f"EncodingConfig.resolution_scale must be > 0, got {self.resolution_scale!r}")
 
@@ -248,26 +254,30 @@ class SelectionConfig(_Part):
         sections, no time axis, no fixed ``finest_resolution``); the streamed fit does not select.
         ``True``: required (the streamed fit refuses it with an error); ``False``: off.
     candidates
-        Rows compared: ``[resolution_scale, psf_sigma, section_psf, section_trend_degree]`` (the last
-        two may be left out: then the config's own). The defaults are two hypotheses about the
-        stack: sections that differ by biology along z (no z prior and, with
-        ``section_effects=None``, no section effects; at the sampling rule's resolution with PSF
-        jitter, and four times coarser without), and sections that are technical replicates of a
+        Rows compared: ``[resolution_scale, psf_sigma, section_psf, section_trend_degree,
+        n_frequencies]`` (the last three may be left out: then the config's own). The defaults are
+        three hypotheses about the stack: sections that differ by biology along z (no z prior and,
+        with ``section_effects=None``, no section effects; at the sampling rule's resolution with
+        PSF jitter, and four times coarser without); sections that are technical replicates of a
         slowly changing tissue (a PSF one section gap wide along z, and section effects that may
-        drift).
+        drift); and tissue that changes smoothly and globally, where two octaves of a frequency
+        encoding next to the grid carry the curvature between sections that the grid can only
+        interpolate linearly (``docs/model.md``, "A smooth component").
     """
 
     enabled: bool | None = None
-    candidates: list = field(default_factory=lambda: [[1.0, 0.5, 0.0, 2], [4.0, 0.0, 0.0, 2], [1.0, 0.5, 1.0, 0]])
+    candidates: list = field(default_factory=lambda: [[1.0, 0.5, 0.0, 2], [4.0, 0.0, 0.0, 2], [1.0, 0.5, 1.0, 0],
+                                                      [1.0, 0.5, 0.0, 2, 2]])
 
     def __post_init__(self) -> None:
         _require_optional_bool(self, "enabled")
         candidates = self.candidates
-        if not candidates or any(not 2 <= len(c) <= 4 or not c[0] > 0 or not all(v >= 0 for v in c[1:])
-                                 or (len(c) == 4 and c[3] != int(c[3])) for c in candidates):
+        if not candidates or any(not 2 <= len(c) <= 5 or not c[0] > 0 or not all(v >= 0 for v in c[1:])
+                                 or any(v != int(v) for v in c[3:]) for c in candidates):
             raise ValueError(
                 "SelectionConfig.candidates must be a non-empty list of rows [resolution_scale > 0, psf_sigma >= 0"
-                f"[, section_psf >= 0[, section_trend_degree (an integer >= 0)]]], got {candidates!r}"
+                "[, section_psf >= 0[, section_trend_degree (an integer >= 0)[, n_frequencies (an integer >= 0)]]]], "
+                f"got {candidates!r}"
             )
         self.candidates = [[float(v) for v in row] for row in candidates]  # JSON round trip
 

@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from ._config import NTFConfig
+from ._frequency import FrequencyEncoding
 from ._hashgrid import HashGridEncoding
 from ._section_effects import SectionEffects
 
@@ -45,8 +46,9 @@ class FieldNetwork(nn.Module):
             per_level_scale=enc.per_level_scale,
             implementation=enc.implementation,
         )
+        self.frequencies = FrequencyEncoding(n_input_dims, enc.n_frequencies) if enc.n_frequencies else None
         layers: list[nn.Module] = []
-        width = self.encoding.n_output_dims
+        width = self.encoding.n_output_dims + (self.frequencies.n_output_dims if self.frequencies else 0)
         for _ in range(net.hidden_layers):
             layers += [nn.Linear(width, net.hidden_width), nn.ReLU()]
             width = net.hidden_width
@@ -60,7 +62,10 @@ class FieldNetwork(nn.Module):
 
     def latent(self, u: torch.Tensor) -> torch.Tensor:
         """``(n, latent_dim)`` latent at unit-cube points ``u`` ``(n, D)``."""
-        return self.trunk(self.encoding(u))
+        features = self.encoding(u)
+        if self.frequencies is not None:
+            features = torch.cat((features, self.frequencies(u).to(features.dtype)), dim=1)
+        return self.trunk(features)
 
     def decode(self, z: torch.Tensor, gene_index: torch.Tensor | None = None) -> torch.Tensor:
         """Linear decoder, restricted to ``gene_index`` when given."""

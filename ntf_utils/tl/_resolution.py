@@ -114,13 +114,13 @@ def select_resolution(adata, config, fit_subset, *, validation, checkpoint_dir, 
 
 
 def _settings(config, row) -> dict:
-    """A candidate row ``[resolution_scale, psf_sigma[, section_psf[, section_trend_degree]]]`` by name;
-    what the row leaves out comes from ``config``."""
-    scale, psf, *rest = row
-    section_psf = rest[0] if rest else config.training.section_psf
-    degree = rest[1] if len(rest) > 1 else config.network.section_trend_degree
+    """A candidate row ``[resolution_scale, psf_sigma[, section_psf[, section_trend_degree[, n_frequencies]]]]``
+    by name; what the row leaves out comes from ``config``."""
+    defaults = [None, None, config.training.section_psf, config.network.section_trend_degree,
+                config.encoding.n_frequencies]
+    scale, psf, section_psf, degree, octaves = list(row) + defaults[len(row):]
     return {"resolution_scale": float(scale), "psf_sigma": float(psf), "section_psf": float(section_psf),
-            "section_trend_degree": int(degree)}
+            "section_trend_degree": int(degree), "n_frequencies": int(octaves)}
 
 
 def _chosen(config, table):
@@ -132,8 +132,10 @@ def _with_settings(config, settings):
     """``config`` with one candidate's settings (a row of :func:`_settings` or of a recorded table)."""
     training = {"psf_sigma": settings["psf_sigma"]}
     network = {}
+    encoding = {"resolution_scale": settings["resolution_scale"]}
     if "section_psf" in settings:  # tables recorded before section effects have neither
         training["section_psf"] = settings["section_psf"]
         network["section_trend_degree"] = settings["section_trend_degree"]
-    return config.replace(encoding={"resolution_scale": settings["resolution_scale"]}, training=training,
-                          network=network)
+    if "n_frequencies" in settings:  # nor, before the frequency encoding, this
+        encoding["n_frequencies"] = settings["n_frequencies"]
+    return config.replace(encoding=encoding, training=training, network=network)
