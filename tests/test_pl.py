@@ -105,7 +105,7 @@ def test_cells_3d_gene_colours_equal_values(stack):
     np.testing.assert_allclose(trace.marker.color, stack.layers["lognorm"][:, 1].toarray().ravel(), rtol=1e-6)
     np.testing.assert_allclose(np.c_[trace.x, trace.y, trace.z], stack.obsm["spatial_3d"], rtol=1e-6)
     title = trace.marker.colorbar.title.text
-    assert "Pax6" in title and "lognorm" in title
+    assert title == "Pax6<br>(log-normalised)"  # a person's words, not the layer key
     assert fig.layout.scene.aspectmode == "data"
     assert trace.marker.size <= 3  # no giant markers by default
     assert_unchanged(stack, snap)
@@ -114,7 +114,7 @@ def test_cells_3d_gene_colours_equal_values(stack):
 def test_cells_3d_from_X_and_continuous_obs(stack):
     fig = pl.cells_3d(stack, "Sox2")
     np.testing.assert_allclose(fig.data[0].marker.color, stack.X[:, 0])
-    assert "X" in fig.data[0].marker.colorbar.title.text
+    assert fig.data[0].marker.colorbar.title.text == "Sox2<br>(counts)"  # X holds whole numbers here
     fig = pl.cells_3d(stack, "score")
     np.testing.assert_allclose(fig.data[0].marker.color, stack.obs["score"].to_numpy(), rtol=1e-6)
     assert fig.data[0].marker.colorbar.title.text == "score"
@@ -198,8 +198,12 @@ def test_cells_3d_ambiguous_key(stack):
 def test_sections_3d_one_trace_per_section(stack):
     snap = snapshot(stack)
     fig = pl.sections_3d(stack, "Hoxb1", layer="lognorm")
-    assert len(fig.data) == len(SECTIONS)
-    for t, s in zip(fig.data, SECTIONS):
+    data = [t for t in fig.data if t.showlegend is False]
+    keys = [t for t in fig.data if t.showlegend is not False]
+    assert len(data) == len(keys) == len(SECTIONS)
+    # the legend entries are plain colours (a number there renders black) in the sections' groups
+    assert all(isinstance(t.marker.color, str) and t.legendgroup == d.legendgroup for t, d in zip(keys, data))
+    for t, s in zip(data, SECTIONS):
         assert isinstance(t, go.Scatter3d)
         assert t.name.startswith(s)
         assert len(t.x) == 50
@@ -376,6 +380,15 @@ def test_virtual_vs_real_shared_colour_scale(stack):
     assert fig.layout.coloraxis.cmin == pytest.approx(both.min())
     assert fig.layout.coloraxis.cmax == pytest.approx(both.max())
     assert fig.data[0].xaxis != fig.data[1].xaxis  # side by side
+    # the prediction is on the measured layer's scale: one readable title, no "(X | lognorm)"
+    assert fig.layout.coloraxis.colorbar.title.text == "Pax6<br>(log-normalised)"
+    assert fig.layout.xaxis.title.text == "x"  # no units recorded: plain axis names
+    real_um, pred_counts = real.copy(), pred.copy()
+    real_um.uns["ntf"] = {"units": "µm"}
+    pred_counts.layers["counts"] = np.rint(pred.X)
+    fig = pl.virtual_vs_real(pred_counts, real_um, "Pax6", layer="lognorm", pred_layer="counts")
+    assert fig.layout.xaxis.title.text == "x (µm)"  # units default from uns["ntf"]["units"]
+    assert fig.layout.coloraxis.colorbar.title.text == "Pax6<br>(predicted: counts;<br>measured: log-normalised)"
     assert_unchanged(real, snap_r)
     assert_unchanged(pred, snap_p)
     with pytest.raises(KeyError, match="real_adata"):
@@ -459,3 +472,19 @@ def test_save_png_writes_png(tmp_path, stack):
     data = path.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n"
     assert len(data) > 5_000
+
+
+def test_value_labels_and_default_units(stack):
+    from ntf_utils.pl import _utils as U
+
+    assert U.value_label("KRT19", "lognorm") == "KRT19<br>(log-normalised)"
+    assert U.value_label("KRT19", "counts", sep=" ") == "KRT19 (counts)"
+    assert U.value_label("KRT19", "my_layer") == "KRT19<br>(my_layer)"  # unknown layers named as they are
+    assert U.value_label("KRT19", None, np.array([0.5, 1.2])) == "KRT19<br>(expression)"
+    fig = pl.cells_3d(stack, "Pax6")
+    assert fig.layout.scene.xaxis.title.text == "x"  # nothing recorded: no invented units
+    a = stack.copy()
+    a.uns["ntf"] = {**a.uns["ntf"], "units": "µm"}
+    fig = pl.cells_3d(a, "Pax6")
+    assert [fig.layout.scene[ax].title.text for ax in ("xaxis", "yaxis", "zaxis")] == ["x (µm)", "y (µm)", "z (µm)"]
+    assert pl.cells_3d(a, "Pax6", units="mm").layout.scene.xaxis.title.text == "x (mm)"

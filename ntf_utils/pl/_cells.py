@@ -267,7 +267,9 @@ def sections_3d(
     Returns
     -------
     plotly.graph_objects.Figure
-        One ``Scatter3d`` trace per section (named ``"<section> (z=...)"``).
+        One ``Scatter3d`` trace per section (named ``"<section> (z=...)"``); coloured by a gene or a
+        numeric column, these stay out of the legend and one empty grey trace per section, in the same
+        ``legendgroup``, is its legend entry (a click toggles the section).
     """
     import plotly.graph_objects as go
 
@@ -311,20 +313,32 @@ def _section_order(sec_all: pd.Series, xyz_all: np.ndarray) -> list[tuple]:
 
 
 def _continuous_section_traces(pts: _Points, sections, *, point_size, opacity) -> list:
-    """One trace per section, coloured through the shared ``coloraxis``."""
+    """One trace per section, coloured through the shared ``coloraxis``, then one legend entry per section.
+
+    Plotly.js draws a 3D trace's legend symbol from its first value without the colour axis (a number
+    is no colour: the symbol turns black, with "Invalid color specifier" in the console), so the
+    section traces stay out of the legend and an empty grey trace in the same ``legendgroup`` stands
+    for each; clicking it still toggles the section.
+    """
     xyz, values = pts.xyz, pts.values
-    return [
+    traces = [
         _scatter(
             xyz,
             sel,
             name=name,
             legendgroup=str(s),
+            showlegend=False,
             marker=dict(size=point_size, color=U.f32(values[sel]), coloraxis="coloraxis", line=dict(width=0)),
             opacity=opacity,
             hovertemplate=f"section={s}<br>" + _hover(pts.spec.label, pts.units),
         )
         for s, sel, name in sections
     ]
+    nothing = np.full((1, 3), None)
+    for s, _, name in sections:
+        traces.append(_scatter(nothing, [0], name=name, legendgroup=str(s), hoverinfo="skip",
+                               marker=dict(size=8, color=U.CONTEXT_COLOR)))
+    return traces
 
 
 def _categorical_section_traces(pts: _Points, sections, *, point_size, opacity) -> list:

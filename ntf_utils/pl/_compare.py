@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .._constants import Key
 from . import _utils as U
 
 __all__ = ["virtual_vs_real"]
@@ -112,17 +113,13 @@ def virtual_vs_real(
                 name=label,
                 showlegend=False,
                 marker=dict(size=size, color=v, coloraxis="coloraxis", line=dict(width=0)),
-                hovertemplate=f"x=%{{x:.4g}}{unit}<br>y=%{{y:.4g}}{unit}<br>{gene} ({layer_name or 'X'})"
-                f"=%{{marker.color:.3g}}<extra>{label}</extra>",
+                hovertemplate=f"x=%{{x:.4g}}{unit}<br>y=%{{y:.4g}}{unit}<br>"
+                f"{U.value_label(gene, layer_name, v, sep=' ')}=%{{marker.color:.3g}}<extra>{label}</extra>",
             ),
             row=1,
             col=col,
         )
-    label = (
-        f"{gene}<br>({pred_layer or 'X'} | {layer or 'X'})"
-        if pred_layer != layer
-        else f"{gene}<br>({layer or 'X'})"
-    )
+    label = _colorbar_title(gene, pred_layer, pv, layer, rv)
     main = title if title is not None else f"{gene}: virtual vs measured section"
     layout = U.base_layout(U.title_text(main, "; ".join(notes)))
     layout["margin"] = dict(l=50, r=20, t=90, b=50)
@@ -139,3 +136,13 @@ def virtual_vs_real(
     fig.update_xaxes(matches="x", row=1, col=2)
     fig.update_yaxes(matches="y", scaleanchor="x2", scaleratio=1, title_text="", row=1, col=2)
     return fig
+
+
+def _colorbar_title(gene: str, pred_layer, pv, layer, rv) -> str:
+    """``"KRT19<br>(log-normalised)"``; both scales named when the two panels' values differ in kind."""
+    pred, real = U.layer_description(pred_layer, pv), U.layer_description(layer, rv)
+    if pred == real or pred_layer in (None, Key.layers.denoised):
+        # the field's prediction (a virtual section's X, or the denoised layer) is on the scale of the
+        # measured layer it was fitted to
+        return U.value_label(gene, layer, rv)
+    return f"{gene}<br>(predicted: {pred};<br>measured: {real})"

@@ -143,8 +143,8 @@ def explore(
             fig.data[1].name = f"section {plane_names[k]}"
             fig.layout.coloraxis.cmin = lo
             fig.layout.coloraxis.cmax = hi
-            fig.layout.coloraxis.colorbar.title.text = f"{gene}<br>({layer or 'X'})"
-            fig.layout.title.text = U.title_text(f"{gene} ({layer or 'X'})", sub)
+            fig.layout.coloraxis.colorbar.title.text = values.label(gene)
+            fig.layout.title.text = U.title_text(values.label(gene, sep=" "), sub)
         section_label.value = f"<b>{plane_names[k]}</b>"
 
     def on_gene(change):
@@ -202,6 +202,9 @@ class _ShownValues:
 
     def range(self, gene: str) -> tuple[float, float]:
         return U.finite_range(self.of(gene))
+
+    def label(self, gene: str, sep: str = "<br>") -> str:
+        return U.value_label(gene, self.layer, self.of(gene), sep=sep)
 
 
 def _sliders(widgets, planes, lo0, hi0):
@@ -264,7 +267,7 @@ def _figure(go, xyz, gene, values: _ShownValues, *, layer, units, point_size, co
         **U.base_layout("", legend_title=None, legend="inside"),
         height=650,
         coloraxis=dict(
-            colorscale=colorscale, cmin=lo, cmax=hi, colorbar=U.colorbar(f"{gene}<br>({layer or 'X'})")
+            colorscale=colorscale, cmin=lo, cmax=hi, colorbar=U.colorbar(values.label(gene))
         ),
         scene=U.scene(units, ranges=U.range_of(xyz), fixed=True),
     )

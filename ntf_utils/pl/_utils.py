@@ -27,6 +27,8 @@ __all__ = [
     "is_categorical",
     "categorical_spec",
     "resolve_color",
+    "layer_description",
+    "value_label",
     "subsample",
     "f32",
     "subsample_note",
@@ -195,7 +197,7 @@ def resolve_color(adata, key: str, layer: str | None = None, palette=None) -> Co
         )
     if in_var:
         values = gene_values(adata, key, layer)
-        return ColorSpec(key=key, kind="continuous", values=values, label=f"{key}<br>({layer or 'X'})")
+        return ColorSpec(key=key, kind="continuous", values=values, label=value_label(key, layer, values))
     if in_obs:
         series = adata.obs[key]
         if is_categorical(series):
@@ -203,6 +205,41 @@ def resolve_color(adata, key: str, layer: str | None = None, palette=None) -> Co
         values = pd.to_numeric(series, errors="coerce").to_numpy(dtype=np.float64)
         return ColorSpec(key=key, kind="continuous", values=values, label=str(key))
     raise KeyError(_unknown_key_message(adata, key))
+
+
+#: What the package's layers hold, in the words a colour bar uses ("KRT19 (log-normalised)").
+_LAYER_WORDS = {
+    Key.layers.counts: "counts",
+    Key.layers.lognorm: "log-normalised",
+    Key.layers.denoised: "NTF denoised",
+    Key.layers.truth: "ground truth",
+    Key.layers.intensity: "intensity",
+    Key.layers.std: "ensemble s.d.",
+    Key.layers.lower: "interval lower bound",
+    Key.layers.upper: "interval upper bound",
+    Key.layers.width: "interval width",
+}
+
+
+def layer_description(layer: str | None, values: np.ndarray | None = None) -> str:
+    """What a layer's values are, for a label: ``"log-normalised"``, ``"counts"`` ...
+
+    ``layer=None`` (``adata.X``) reads ``"counts"`` when ``values`` are all non-negative whole numbers,
+    else ``"expression"``; a layer the package does not know is named as it is.
+    """
+    if layer is not None:
+        return _LAYER_WORDS.get(layer, str(layer))
+    if values is not None:
+        finite = np.asarray(values, dtype=np.float64)
+        finite = finite[np.isfinite(finite)]
+        if finite.size and finite.min() >= 0 and np.all(finite == np.round(finite)):
+            return "counts"
+    return "expression"
+
+
+def value_label(gene: str, layer: str | None = None, values: np.ndarray | None = None, sep: str = "<br>") -> str:
+    """A colour-bar title for one gene's values: ``"KRT19<br>(log-normalised)"`` (``sep`` between)."""
+    return f"{gene}{sep}({layer_description(layer, values)})"
 
 
 # ----------------------------------------------------------------------------------------- sampling

@@ -163,9 +163,9 @@ def volume_3d(
         colorscale=colorscale,
         cmin=imin,
         cmax=imax,
-        colorbar=U.colorbar(f"{gene}<br>(field)"),
+        colorbar=U.colorbar(f"{gene}<br>(NTF prediction)"),
         name=gene,
-        hovertemplate=f"x=%{{x:.4g}}<br>y=%{{y:.4g}}<br>z=%{{z:.4g}}<br>{gene}=%{{value:.3g}}<extra></extra>",
+        hovertemplate=f"{U.xyz_hover(units)}<br>{gene}=%{{value:.3g}}<extra></extra>",
     )
     if kind == "isosurface":
         trace = go.Isosurface(**common, caps=dict(x_show=False, y_show=False, z_show=False))
@@ -290,7 +290,7 @@ def slice_plane(
         cmax=hi,
         colorscale=colorscale,
         name=gene,
-        colorbar=U.colorbar(f"{gene}<br>(field)"),
+        colorbar=U.colorbar(f"{gene}<br>(NTF prediction)"),
         showscale=True,
         connectgaps=False,
         lighting=dict(ambient=0.9, diffuse=0.1, specular=0.0, roughness=1.0),
