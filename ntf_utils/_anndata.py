@@ -24,6 +24,7 @@ __all__ = [
     "coords_with_time",
     "read_mask",
     "read_sections",
+    "read_units",
     "gene_positions",
     "log1p_rows",
 ]
@@ -95,6 +96,15 @@ def read_mask(adata) -> np.ndarray | None:
     if Key.layers.mask not in adata.layers:
         return None
     return np.asarray(adata.layers[Key.layers.mask], dtype=np.float32)
+
+
+def read_units(adata) -> str | None:
+    """The coordinate units recorded in ``uns["ntf"]["units"]`` (e.g. ``"µm"``), or None when there are none."""
+    try:
+        value = adata.uns[Key.uns.ntf][Key.uns.units]
+    except (KeyError, TypeError, AttributeError):
+        return None
+    return str(value) if value is not None else None
 
 
 def read_sections(adata, section_key: str = Key.obs.section) -> np.ndarray | None:

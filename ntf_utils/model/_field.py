@@ -335,7 +335,8 @@ class NTFField:
 
         Returns
         -------
-        AnnData with ``obsm['spatial']`` (x, y), ``obsm['spatial_3d']``, ``obs['z']``.
+        AnnData with ``obsm['spatial']`` (x, y), ``obsm['spatial_3d']``, ``obs['z']`` (and
+        ``uns['ntf']['units']`` when the field knows its units, ``info["units"]``).
         """
         import anndata as ad
 
@@ -366,6 +367,8 @@ class NTFField:
         out.obsm[Key.obsm.spatial_3d] = coords
         out.obs[Key.obs.z] = z
         out.obs[Key.obs.section] = pd.Categorical([f"virtual z={z:g}"] * out.n_obs)
+        if self.info.get(Key.uns.units) is not None:
+            out.uns[Key.uns.ntf] = {Key.uns.units: str(self.info[Key.uns.units])}
         return out
 
     def render(self, shape=64, genes=None, *, bounds=None, time=None, batch_size: int = 65536,
@@ -391,7 +394,7 @@ class NTFField:
 
         Returns
         -------
-        :class:`~ntf_utils.model._volume.Volume`
+        :class:`~ntf_utils.model._volume.Volume`, with ``units`` from ``info["units"]`` (None when unknown).
         """
         box = check_box(self.bounds[:3] if bounds is None else bounds, "bounds", 3)
         shape = self.grid_shape(shape, box)
@@ -405,7 +408,8 @@ class NTFField:
                 f"{max_bytes / 1e9:.1f} GB); render fewer genes or a smaller shape, or write to disk in chunks"
             )
         axes = tuple(np.linspace(lo, hi, n) for (lo, hi), n in zip(box, shape))
-        volume = Volume(np.empty((*shape, len(gene_list)), np.float32), axes, gene_list, np.zeros(shape, bool))
+        volume = Volume(np.empty((*shape, len(gene_list)), np.float32), axes, gene_list, np.zeros(shape, bool),
+                        units=self.info.get(Key.uns.units))
         n_voxels = int(n_voxels)
         values = volume.values.reshape(n_voxels, len(gene_list))
         mask = volume.mask.reshape(n_voxels)

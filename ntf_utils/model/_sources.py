@@ -17,7 +17,7 @@ import pandas as pd
 import scipy.sparse as sp
 import torch
 
-from .._anndata import coords_with_time, dense_float32, read_mask, read_matrix, read_sections
+from .._anndata import coords_with_time, dense_float32, read_mask, read_matrix, read_sections, read_units
 from .._constants import Key
 from .._validate import check_finite_values, check_nonnegative_counts, looks_like_raw_counts
 from ._coords import Sampling, measure_sampling
@@ -274,4 +274,8 @@ class AnnDataSource(CellSource):
         return h.hexdigest()
 
     def describe(self, plan, cells) -> dict:
-        return {"layer": self.layer, "spatial_key": self.spatial_key, "time_key": self.time_key}
+        out = {"layer": self.layer, "spatial_key": self.spatial_key, "time_key": self.time_key}
+        units = read_units(self.adata)
+        if units is not None:  # the coordinates' units (uns["ntf"]["units"]): views label their axes with them
+            out[Key.uns.units] = units
+        return out

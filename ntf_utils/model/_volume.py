@@ -26,12 +26,17 @@ class Volume:
         Gene names, one per last axis of ``values``.
     mask
         ``(nx, ny, nz)`` boolean array, True where the voxel lies inside the sampled tissue.
+    units
+        Units of the coordinates (e.g. ``"µm"``), or None when unknown. :meth:`NTFField.render` copies
+        them from ``field.info["units"]`` (the fitted AnnData's ``uns["ntf"]["units"]``); the plots label
+        their axes with them.
     """
 
     values: np.ndarray
     axes: tuple[np.ndarray, np.ndarray, np.ndarray]
     genes: list[str]
     mask: np.ndarray
+    units: str | None = None
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -57,7 +62,7 @@ class Volume:
         return out
 
     def to_anndata(self, inside_only: bool = True):
-        """One observation per voxel, ``obsm['spatial_3d']`` holding its centre.
+        """One observation per voxel, ``obsm['spatial_3d']`` holding its centre (``uns['ntf']['units']`` its units).
 
         Parameters
         ----------
@@ -76,4 +81,6 @@ class Volume:
         )
         adata.obsm[Key.obsm.spatial_3d] = coords[keep]
         adata.obs[Key.obs.z] = coords[keep, 2]
+        if self.units is not None:
+            adata.uns[Key.uns.ntf] = {Key.uns.units: str(self.units)}
         return adata

@@ -3,7 +3,8 @@
 Every function takes data that already exists (an AnnData, a ``Volume``, arrays) and returns a
 ``plotly.graph_objects.Figure`` (``explore`` returns an ipywidgets box); nothing expensive is recomputed.
 
-- :func:`cells_3d`, :func:`sections_3d`, :func:`domains_3d`: cells (or voxels) as WebGL point clouds.
+- :func:`cells_3d`, :func:`sections_3d`: cells as WebGL point clouds.
+- :func:`domains_3d`: 3D domains as translucent surfaces (voxel grids) or points, colours matched to a reference.
 - :func:`volume_3d`, :func:`slice_plane`: a rendered ``Volume`` as isosurfaces / a movable plane.
 - :func:`gradient_arrows`: gradient vectors as cones.
 - :func:`virtual_vs_real`: a predicted section next to the measured one.
@@ -14,8 +15,9 @@ Every function takes data that already exists (an AnnData, a ``Volume``, arrays)
 - :func:`save_html`, :func:`save_png`: standalone HTML and PNG export.
 """
 
-from ._cells import cells_3d, domains_3d, sections_3d
+from ._cells import cells_3d, sections_3d
 from ._compare import virtual_vs_real
+from ._domains import domains_3d
 from ._explore import explore
 from ._export import save_html, save_png
 from ._gradient import gradient_arrows

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from .._anndata import read_matrix
+from .._anndata import read_matrix, read_units
 from .._constants import Key
 from ._renderer import set_default_renderer
 
@@ -331,11 +331,7 @@ def units_of(adata, units: str | None) -> str | None:
     """The coordinate units: ``units`` if given, else ``adata.uns['ntf']['units']`` when present."""
     if units is not None:
         return units
-    try:
-        value = adata.uns[Key.uns.ntf][Key.uns.units]
-    except (KeyError, TypeError, AttributeError):
-        return None
-    return str(value) if value is not None else None
+    return read_units(adata)
 
 
 #: Direction the default camera looks from: front-right and raised, so x runs left to right, y goes

@@ -258,6 +258,8 @@ def domains(
     out.obsm[Key.obsm.spatial_3d] = coords[:, :3].copy()
     out.obsm[f"{key_added}_latent"] = embedding
     out.uns[Key.uns.ntf] = {key_added: params}
+    if field.info.get(Key.uns.units) is not None:  # the field's coordinate units, for the plots' axes
+        out.uns[Key.uns.ntf][Key.uns.units] = str(field.info[Key.uns.units])
     return out
 
 
