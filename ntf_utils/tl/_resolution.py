@@ -53,7 +53,7 @@ def select_resolution(adata, config, fit_subset, *, validation, checkpoint_dir, 
     adata
         The training sections passed to :func:`ntf_utils.tl.fit`.
     config
-        The caller's config; each candidate replaces its ``resolution_scale`` and ``psf_sigma``.
+        The caller's config; each candidate replaces the settings its row names (:func:`_settings`).
     fit_subset
         ``fit_subset(adata, config, validation, description) -> NTFField``: one pipeline fit.
     validation
@@ -71,7 +71,8 @@ def select_resolution(adata, config, fit_subset, *, validation, checkpoint_dir, 
     Returns
     -------
     (chosen config, table, phases, field)
-        ``table`` is a list of dicts (``resolution_scale``, ``psf_sigma``, ``validation_loss``,
+        ``table`` is a list of dicts (the candidate's settings: ``resolution_scale``, ``psf_sigma``,
+        ``section_psf``, ``section_trend_degree``, ``n_frequencies``; then ``validation_loss``,
         ``finest_resolution``, ``chosen``), stored in ``field.info["resolution_selection"]``;
         ``phases`` lists each candidate fit (``phase``, ``n_cells``, ``steps_run``, ``seconds``);
         ``field`` is the fitted winner when ``validation`` was an AnnData (and no checkpoint
