@@ -25,6 +25,7 @@ __all__ = [
     "read_mask",
     "read_sections",
     "read_units",
+    "units_in",
     "gene_positions",
     "log1p_rows",
 ]
@@ -100,10 +101,30 @@ def read_mask(adata) -> np.ndarray | None:
 
 def read_units(adata) -> str | None:
     """The coordinate units recorded in ``uns["ntf"]["units"]`` (e.g. ``"µm"``), or None when there are none."""
+    return units_in(getattr(adata, "uns", None))
+
+
+def units_in(uns, read=None) -> str | None:
+    """The coordinate units at ``uns["ntf"]["units"]`` of an ``uns`` mapping, or None when there are none.
+
+    Parameters
+    ----------
+    uns
+        An AnnData's ``uns`` (a dict), or the ``uns`` group of an AnnData on disk (h5py or zarr).
+    read
+        Turns the stored node into its value (e.g. ``anndata.io.read_elem`` for a group on disk);
+        ``None``: the mapping already holds values.
+
+    Returns
+    -------
+    The units as a string, or None.
+    """
     try:
-        value = adata.uns[Key.uns.ntf][Key.uns.units]
+        value = uns[Key.uns.ntf][Key.uns.units]
     except (KeyError, TypeError, AttributeError):
         return None
+    if read is not None:
+        value = read(value)
     return str(value) if value is not None else None
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import tracemalloc
 
@@ -25,9 +26,11 @@ from ntf_utils.atlas import (
     render_to_zarr,
     write_synthetic_atlas,
 )
+from ntf_utils.atlas._render_zarr import ngff_space_unit
 from ntf_utils.model._network import FieldNetwork
 
 QUICK = NTFConfig(training={"steps": 300, "batch_size": 512, "eval_every": 50})
+TINY = QUICK.replace(training={"steps": 10})
 
 
 @pytest.fixture(autouse=True)
@@ -224,6 +227,40 @@ def test_cells_without_a_section_are_kept(adata, tmp_path):
     assert f.info["n_cells"] == 1500 and np.isfinite(f.predict(a.obsm["spatial_3d"][:5])).all()
 
 
+def _units_store(adata, path, units):
+    """A 1,500-cell store (zarr or h5ad by ``path``'s suffix) with ``uns["ntf"]["units"] = units`` (None: none)."""
+    a = adata[:1500].copy()
+    a.X = np.asarray(a.layers.pop("lognorm"))
+    ntf = {k: v for k, v in a.uns.get("ntf", {}).items() if k != "units"}
+    a.uns["ntf"] = ntf if units is None else {**ntf, "units": units}
+    a.write_zarr(path, chunks=(300, 24)) if path.suffix == ".zarr" else a.write_h5ad(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def um_field(adata, tmp_path_factory):
+    path = _units_store(adata, tmp_path_factory.mktemp("units") / "um.zarr", "um")
+    return fit_atlas(path, config=TINY, device="cpu", progress=False, validation=False)
+
+
+@pytest.mark.parametrize("fmt", ["zarr", "h5ad"])
+def test_store_reads_units_from_uns(adata, tmp_path, fmt):
+    with AtlasStore(_units_store(adata, tmp_path / f"um.{fmt}", "µm")) as s:
+        assert s.units == "µm"
+    with AtlasStore(_units_store(adata, tmp_path / f"none.{fmt}", None)) as s:
+        assert s.units is None
+
+
+def test_streamed_fit_records_units(um_field, adata, tmp_path):
+    """As tl.fit: the store's uns["ntf"]["units"] goes to info["units"] and on to rendered volumes."""
+    assert um_field.info["units"] == "um"
+    assert um_field.render(shape=4, genes=um_field.genes[:1]).units == "um"
+    plain = fit_atlas(_units_store(adata, tmp_path / "none.h5ad", None), config=TINY, device="cpu", progress=False,
+                      validation=False)
+    assert "units" not in plain.info
+    assert plain.render(shape=4, genes=plain.genes[:1]).units is None
+
+
 def test_count_loss_streams(store):
     f = fit_atlas(store, loss="poisson", config=QUICK.replace(training={"steps": 30}), device="cpu", progress=False,
                   validation=False)
@@ -292,6 +329,33 @@ def test_render_to_zarr_reads_with_ome_zarr(streamed, tmp_path):
     path = render_to_zarr(streamed, tmp_path / "ome.zarr", shape=(8, 6, 4), genes=streamed.genes[:2])
     nodes = list(Reader(parse_url(str(path)))())
     assert nodes and nodes[0].data[0].shape == (2, 4, 6, 8)
+
+
+@pytest.mark.parametrize(("units", "unit"), [("um", "micrometer"), ("furlongs", None), (None, None)])
+def test_render_to_zarr_puts_ngff_units_on_space_axes(um_field, tmp_path, units, unit):
+    field = copy.copy(um_field)
+    field.info = {**um_field.info, "units": units}
+    path = render_to_zarr(field, tmp_path / "u.zarr", shape=(4, 3, 2), genes=field.genes[:1])
+    root = zarr.open_group(str(path), mode="r")
+    assert root.attrs["ntf"]["units"] == units  # the recorded string, also when it has no NGFF name
+    for attrs in (root.attrs, root["labels/tissue"].attrs):
+        axes = attrs["multiscales"][0]["axes"]
+        space = [a for a in axes if a["type"] == "space"]
+        assert len(space) == 3
+        if unit is None:  # unknown or not a UDUNITS-2 name: no unit rather than a guessed one
+            assert all("unit" not in a for a in axes)
+        else:
+            assert [a["unit"] for a in space] == [unit] * 3
+            assert all("unit" not in a for a in axes if a["type"] == "channel")
+
+
+@pytest.mark.parametrize(("units", "name"), [
+    ("um", "micrometer"), ("µm", "micrometer"), ("μm", "micrometer"), ("micron", "micrometer"),
+    ("Microns", "micrometer"), ("micrometres", "micrometer"), ("nm", "nanometer"), ("mm", "millimeter"),
+    ("millimeter", "millimeter"), ("pixel", None), ("px", None), ("furlongs", None), ("ms", None), (None, None),
+])
+def test_ngff_space_unit_maps_spellings_never_guesses(units, name):
+    assert ngff_space_unit(units) == name
 
 
 # -- compiled / mixed-precision forward ----------------------------------------------------------

@@ -4,8 +4,9 @@ Layout (OME-NGFF 0.4 image, zarr format 2, ``/`` chunk separator), readable by n
 (``napari --plugin napari-ome-zarr volume.zarr``), ``ome-zarr``, neuroglancer or plain zarr::
 
     volume.zarr/
-      .zattrs        multiscales (axes c, z, y, x; voxel size and origin in original units),
-                     omero channels (one per gene, labelled with its name), ntf (genes, bounds, field)
+      .zattrs        multiscales (axes c, z, y, x; voxel size and origin in original units; the space
+                     axes' "unit" when the field's units map to a UDUNITS-2 name), omero channels (one
+                     per gene, labelled with its name), ntf (genes, bounds, units as recorded, field)
       0/             (n_genes, nz, ny, nx) float32, chunks (1, cz, cy, cx)
       1/, 2/, ...    2x mean-downsampled levels (the pyramid viewers use when zoomed out)
       labels/tissue/ uint8 inside-the-tissue mask (1 inside) with its own pyramid (OME "image-label")
@@ -18,15 +19,54 @@ chunk by chunk.
 from __future__ import annotations
 
 import shutil
+import unicodedata
 from itertools import product
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from .._constants import Key
+
 __all__ = ["render_to_zarr"]
 
 NGFF_VERSION = "0.4"
+# the space units OME-NGFF 0.4 allows (UDUNITS-2 names)
+NGFF_SPACE_UNITS = frozenset({
+    "angstrom", "attometer", "centimeter", "decimeter", "exameter", "femtometer", "foot", "gigameter",
+    "hectometer", "inch", "kilometer", "megameter", "meter", "micrometer", "mile", "millimeter", "nanometer",
+    "parsec", "petameter", "picometer", "terameter", "yard", "yoctometer", "yottameter", "zeptometer", "zettameter",
+})
+# symbols matched case-sensitively ("Mm" is a megameter, "mm" a millimeter); NFKC has turned µ into μ and Å into Å
+_UNIT_SYMBOLS = {"um": "micrometer", "μm": "micrometer", "nm": "nanometer", "mm": "millimeter", "cm": "centimeter",
+                 "m": "meter", "km": "kilometer", "pm": "picometer", "Å": "angstrom"}
+_UNIT_WORDS = {"micron": "micrometer", "microns": "micrometer", "feet": "foot", "inches": "inch"}
+
+
+def ngff_space_unit(units: str | None) -> str | None:
+    """The OME-NGFF (UDUNITS-2) name of a space unit, or None when ``units`` is unknown or has none.
+
+    Parameters
+    ----------
+    units
+        Units as recorded (``uns["ntf"]["units"]``): a symbol (``"um"``, ``"µm"``, ``"nm"``, ``"mm"``) or a
+        name in any case, British spelling or plural (``"microns"``, ``"Micrometres"``).
+
+    Returns
+    -------
+    A name OME-NGFF 0.4 accepts for a ``"space"`` axis (``"micrometer"``), or None: a unit is never
+    guessed, and units such as ``"pixel"`` have no UDUNITS-2 name.
+    """
+    if units is None:
+        return None
+    text = unicodedata.normalize("NFKC", str(units)).strip()
+    if text in _UNIT_SYMBOLS:
+        return _UNIT_SYMBOLS[text]
+    word = text.lower().replace("metre", "meter")
+    word = _UNIT_WORDS.get(word, word)
+    if word not in NGFF_SPACE_UNITS and word.endswith("s"):
+        word = word[:-1]
+    return word if word in NGFF_SPACE_UNITS else None
 
 
 def _array(group, name, shape, chunks, dtype, fill):
@@ -39,7 +79,7 @@ def _array(group, name, shape, chunks, dtype, fill):
     )
 
 
-def _multiscales(name, axes, scales, origin, n_levels, channel: bool):
+def _multiscales(name, axes, scales, origin, n_levels, channel: bool, unit: str | None = None):
     datasets = []
     for level in range(n_levels):
         scale = [float(s) for s in scales[level]]
@@ -48,7 +88,8 @@ def _multiscales(name, axes, scales, origin, n_levels, channel: bool):
             scale, trans = [1.0, *scale], [0.0, *trans]
         datasets.append({"path": str(level), "coordinateTransformations": [
             {"type": "scale", "scale": scale}, {"type": "translation", "translation": trans}]})
-    ax = ([{"name": "c", "type": "channel"}] if channel else []) + [{"name": a, "type": "space"} for a in axes]
+    space = {"type": "space"} if unit is None else {"type": "space", "unit": unit}  # NGFF: unit is optional
+    ax = ([{"name": "c", "type": "channel"}] if channel else []) + [{"name": a, **space} for a in axes]
     return [{"version": NGFF_VERSION, "name": name, "axes": ax, "datasets": datasets, "type": "mean"}]
 
 
@@ -136,7 +177,9 @@ def render_to_zarr(
     Notes
     -----
     Values equal :meth:`NTFField.predict` at the voxel centres ``np.linspace(lo, hi, n)`` per
-    axis (the voxel grid of :meth:`NTFField.render`).
+    axis (the voxel grid of :meth:`NTFField.render`). The space axes carry ``"unit"`` when the
+    field's units (``field.info["units"]``) map to a UDUNITS-2 name (:func:`ngff_space_unit`:
+    ``"um"`` -> ``"micrometer"``); ``attrs["ntf"]["units"]`` keeps them as recorded (None: unknown).
     """
     import zarr
 
@@ -162,7 +205,9 @@ def render_to_zarr(
     czyx = tuple(reversed(cxyz))
     arrays = [_array(root, str(lv), (len(gene_list), *shape), (1, *[min(c, s) for c, s in zip(czyx, shape)]),
                      dtype, np.nan) for lv, shape in enumerate(shapes)]
-    labels = _tissue_labels(root, shapes, czyx, scales, origins) if mask else None
+    units = field.info.get(Key.uns.units)
+    unit = ngff_space_unit(units)
+    labels = _tissue_labels(root, shapes, czyx, scales, origins, unit) if mask else None
     group = max(1, int(max_block_bytes // (int(np.prod(cxyz)) * 4)))  # genes per block under max_block_bytes
     lows, highs = _render_level0(field, arrays[0], None if labels is None else labels[0], index, axes, cxyz,
                                  group=group, time=time, dtype=dtype, outside_value=outside_value,
@@ -170,13 +215,16 @@ def render_to_zarr(
     _build_pyramid(arrays, labels, shapes, czyx, group, dtype)
 
     root.attrs.update({
-        "multiscales": _multiscales("ntf_field", ("z", "y", "x"), scales, origins, len(shapes), channel=True),
+        "multiscales": _multiscales("ntf_field", ("z", "y", "x"), scales, origins, len(shapes), channel=True,
+                                    unit=unit),
         "omero": {"name": "ntf_field", "version": NGFF_VERSION, "rdefs": {"model": "greyscale"},
                   "channels": [{"label": name, "color": "FFFFFF", "active": k == 0,
                                 "window": {"min": float(lo), "max": float(hi), "start": float(lo), "end": float(hi)}}
                                for k, (name, lo, hi) in enumerate(zip(gene_list, lows, highs))]},
         "ntf": {"genes": gene_list, "shape_xyz": list(nxyz), "bounds": box.tolist(),
                 "axes_order": "c, z, y, x", "time": None if time is None else float(time),
+                # as recorded, also when it is not a UDUNITS-2 name (then the axes carry no unit)
+                "units": None if units is None else str(units),
                 "field": {k: field.info.get(k) for k in ("n_cells", "n_genes", "store", "device")},
                 "values": "field.predict at voxel centres np.linspace(lo, hi, n) per axis"},
     })
@@ -207,7 +255,7 @@ def _level_transforms(shapes: list[tuple], axes: list[np.ndarray]) -> tuple[list
     return scales, origins
 
 
-def _tissue_labels(root, shapes, czyx, scales, origins) -> list:
+def _tissue_labels(root, shapes, czyx, scales, origins, unit) -> list:
     """The ``labels/tissue`` image-label arrays (uint8, one per level) with their OME metadata."""
     label_root = root.create_group("labels")
     label_root.attrs["labels"] = ["tissue"]
@@ -215,7 +263,8 @@ def _tissue_labels(root, shapes, czyx, scales, origins) -> list:
     labels = [_array(tissue, str(lv), shape, tuple(min(c, s) for c, s in zip(czyx, shape)), "uint8", 0)
               for lv, shape in enumerate(shapes)]
     tissue.attrs.update({
-        "multiscales": _multiscales("tissue", ("z", "y", "x"), scales, origins, len(shapes), channel=False),
+        "multiscales": _multiscales("tissue", ("z", "y", "x"), scales, origins, len(shapes), channel=False,
+                                    unit=unit),
         "image-label": {"version": NGFF_VERSION, "colors": [{"label-value": 1, "rgba": [255, 255, 255, 128]}],
                         "source": {"image": "../../"}},
     })

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .._anndata import units_in
 from .._constants import Key
 
 __all__ = ["AtlasStore", "open_atlas"]
@@ -37,6 +38,13 @@ def _strings(array) -> list[str]:
         array = array["values"]
     values = array[()] if array.shape == () else array[:]
     return [v.decode() if isinstance(v, bytes) else str(v) for v in np.asarray(values, dtype=object).ravel()]
+
+
+def _read_units(root) -> str | None:
+    """``uns["ntf"]["units"]`` of the store: only that one scalar is read, never the rest of ``uns``."""
+    import anndata as ad
+
+    return units_in(root["uns"] if "uns" in root else None, read=ad.io.read_elem)
 
 
 class AtlasStore:
@@ -70,6 +78,8 @@ class AtlasStore:
         Natural read unit: the row chunk size of a dense ``X`` (else 16,384).
     section_names
         Section categories (``None`` without sections).
+    units
+        Coordinate units recorded in ``uns["ntf"]["units"]`` (e.g. ``"um"``), or ``None``.
     """
 
     def __init__(self, path, *, layer: str | None = None, spatial_key: str = Key.obsm.spatial_3d,
@@ -96,6 +106,7 @@ class AtlasStore:
                 root = zarr.open_group(str(self.path), mode="r")
         self.root = root
         self.layer, self.spatial_key, self.time_key = layer, spatial_key, time_key
+        self.units = _read_units(root)
 
         if layer is None:
             if "X" not in root:

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .._anndata import log1p_rows
+from .._constants import Key
 from ..model._coords import Sampling, measure_sampling
 from ..model._sources import CellSource, Survey, prepare_targets, read_validation, to_cells
 from ._store import AtlasStore
@@ -313,6 +314,9 @@ class StoreSource(CellSource):
             "readers": cells.readers,
             "normalize": self.normalize, **plan.extra,
         }
-        return {"layer": store.layer, "spatial_key": store.spatial_key, "time_key": store.time_key,
-                "store": str(store.path), "normalize": self.normalize, "target_sum": plan.extra["target_sum"],
-                "streaming": streaming}
+        out = {"layer": store.layer, "spatial_key": store.spatial_key, "time_key": store.time_key,
+               "store": str(store.path), "normalize": self.normalize, "target_sum": plan.extra["target_sum"],
+               "streaming": streaming}
+        if store.units is not None:  # as AnnDataSource.describe: views and exports label their axes with them
+            out[Key.uns.units] = store.units
+        return out
