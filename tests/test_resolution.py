@@ -132,3 +132,52 @@ def test_candidates_round_trip_through_json():
     assert NTFConfig.from_dict(json.loads(config.to_json())) == config
     with pytest.raises(ValueError, match="resolution_scale"):
         NTFConfig(encoding={"resolution_scale": 0})
+
+
+def test_successive_halving_drops_the_worse_half_at_each_rung(small):
+    # QUICK: 120 steps, validation every 40; rungs at 25% and 50% of the steps -> steps 40 and 80
+    field = tl.fit(small, layer="lognorm", config=QUICK, progress=False)
+    table = field.info["resolution_selection"]
+    steps = [row["steps_run"] for row in table]
+    assert sorted(steps) == [40, 40, 80, 80], steps
+    dropped = [row["validation_loss"] for row in table if row["steps_run"] == 40]
+    finalists = [row for row in table if row["steps_run"] == 80]
+    # the dropped half was worse at the first rung, and a finalist's best loss can only fall after it
+    assert min(dropped) >= max(row["validation_loss"] for row in finalists)
+    assert next(row for row in table if row["chosen"]) in finalists
+    assert [p["steps_run"] for p in field.info["phases"][:4]] == steps
+    # without rungs every candidate trains to its end: about twice the selection steps
+    full = tl.fit(small, layer="lognorm", config=QUICK.replace(selection={"rungs": []}), progress=False)
+    full_steps = [row["steps_run"] for row in full.info["resolution_selection"]]
+    assert all(s == 120 for s in full_steps), full_steps
+    assert sum(full_steps) == 2 * sum(steps)
+
+
+def test_a_run_trained_in_stages_equals_one_trained_at_once(small):
+    from ntf_utils.model._pipeline import FitRun, fit_field
+    from ntf_utils.model._sources import AnnDataSource
+
+    config = QUICK.replace(selection={"enabled": False})
+    held = small[small.obs["section"].isin(heldout_sections(small, "spatial_3d"))]
+
+    def source():
+        return AnnDataSource(small, layer="lognorm", spatial_key="spatial_3d", time_key=None, loss="mse")
+
+    once = fit_field(source(), config, validation=held, progress=False)
+    run = FitRun(source(), config, validation=held, progress=False)
+    for until in (40, 41, 100):
+        run.advance(until)
+        assert run.state.step == until and not run.done
+    run.advance()
+    assert run.done
+    staged = run.finish()
+    assert staged.info["steps_run"] == once.info["steps_run"] == 120
+    assert staged.history.equals(once.history)
+    for name, value in once.network.state_dict().items():
+        assert np.array_equal(value.numpy(), staged.network.state_dict()[name].numpy()), name
+
+
+@pytest.mark.parametrize("rungs", [[0.0], [0.5, 0.25], [1.5], "0.5", [True]])
+def test_bad_rungs_are_explained(rungs):
+    with pytest.raises(ValueError, match="rungs"):
+        NTFConfig(selection={"rungs": rungs})

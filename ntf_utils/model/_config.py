@@ -263,14 +263,28 @@ class SelectionConfig(_Part):
         drift); and tissue that changes smoothly and globally, where two octaves of a frequency
         encoding next to the grid carry the curvature between sections that the grid can only
         interpolate linearly (``docs/model.md``, "A smooth component").
+    rungs
+        Successive halving: fractions of the training steps at which the candidates still in the
+        race are compared by their best held-out loss so far and the worse half is dropped
+        (``[0.25, 0.5]``: four candidates train a quarter of their steps, two go on to half, one
+        wins). The winner is then refitted on every section, so with a single candidate left no
+        run trains to its end. ``[]`` trains every candidate to its end (as before halving, about
+        twice the cost; ``docs/model.md``, "What a default fit costs").
     """
 
     enabled: bool | None = None
     candidates: list = field(default_factory=lambda: [[1.0, 0.5, 0.0, 2], [4.0, 0.0, 0.0, 2], [1.0, 0.5, 1.0, 0],
                                                       [1.0, 0.5, 0.0, 2, 2]])
+    rungs: list = field(default_factory=lambda: [0.25, 0.5])
 
     def __post_init__(self) -> None:
         _require_optional_bool(self, "enabled")
+        rungs = self.rungs
+        if (not isinstance(rungs, (list, tuple)) or any(isinstance(r, bool) or not isinstance(r, numbers.Real)
+                                                         or not 0 < r <= 1 for r in rungs)
+                or list(rungs) != sorted(set(rungs))):
+            raise ValueError(f"SelectionConfig.rungs must be increasing fractions in (0, 1], got {rungs!r}")
+        self.rungs = [float(r) for r in rungs]
         candidates = self.candidates
         if not candidates or any(not 2 <= len(c) <= 5 or not c[0] > 0 or not all(v >= 0 for v in c[1:])
                                  or any(v != int(v) for v in c[3:]) for c in candidates):

@@ -22,9 +22,9 @@ from ._coords import CoordinateTransform, Sampling
 from ._field import NTFField
 from ._network import FieldNetwork
 from ._sources import MAX_SUPPORT_POINTS, CellSource
-from ._train import TrainState, train
+from ._train import Training, TrainState
 
-__all__ = ["FitPlan", "plan_fit", "fit_field", "config_with_overrides", "resolve_device", "distributed_rank"]
+__all__ = ["FitPlan", "plan_fit", "fit_field", "FitRun", "config_with_overrides", "resolve_device", "distributed_rank"]
 
 
 @dataclass
@@ -204,37 +204,107 @@ def fit_field(source: CellSource, config: NTFConfig, *, seed: int = 0, device="a
     description
         Label of the progress bar (the phase of the fit).
     """
-    started = time.perf_counter()
-    rank, world = distributed_rank()
-    plan = _plan_on_rank0(source, config, seed, validation, rank, world)
-    config = plan.config
-    dev = resolve_device(device, world)
-    val_cells = source.validation_cells(plan, validation)
-    torch.manual_seed(seed)
-    network = FieldNetwork(config, source.n_input_dims, source.n_vars, plan.sections_z).to(dev)
-    init_output_bias(network, config, plan.stats)
-    model = _forward_model(network, config, dev, world, compile, amp)
-    ckpt_dir = None
-    if checkpoint_dir is not None:
-        ckpt_dir = Path(checkpoint_dir) / f"rank{rank}" if world > 1 else Path(checkpoint_dir)
-    # the run's identity only matters for checkpoints; hashing all the data costs seconds at atlas size
-    fingerprint = "" if ckpt_dir is None else source.fingerprint(config, seed, validation, world)
-    cells = source.training_cells(plan, rank=rank, world=world, device=dev, seed=seed)
-    try:
-        t_train, cpu_train = time.perf_counter(), time.process_time()
-        state = train(network, config, cells, validation=val_cells, seed=seed, device=dev, checkpoint_dir=ckpt_dir,
-                      fingerprint=fingerprint, progress=progress and rank == 0, model=model, description=description)
-        train_s, train_cpu_s = time.perf_counter() - t_train, time.process_time() - cpu_train
-        extra = source.describe(plan, cells)
-    finally:
-        close = getattr(cells, "close", None)
+    run = FitRun(source, config, seed=seed, device=device, validation=validation, checkpoint_dir=checkpoint_dir,
+                 progress=progress, compile=compile, amp=amp, description=description)
+    run.advance()
+    return run.finish()
+
+
+class FitRun:
+    """A pipeline fit that trains in stages: ``advance(until)`` as often as wanted, then ``finish()``.
+
+    :func:`fit_field` is ``FitRun(...).advance()`` then ``.finish()``; resolution selection advances
+    several runs side by side and finishes only the one it keeps. Arguments as in :func:`fit_field`.
+    """
+
+    def __init__(self, source: CellSource, config: NTFConfig, *, seed: int = 0, device="auto", validation=None,
+                 checkpoint_dir: str | Path | None = None, progress: bool = True, compile: bool = False,
+                 amp: str | None = None, description: str = "fitting field"):
+        self.started = time.perf_counter()
+        self.source = source
+        self.rank, self.world = distributed_rank()
+        self.plan = _plan_on_rank0(source, config, seed, validation, self.rank, self.world)
+        config = self.plan.config
+        self.device = resolve_device(device, self.world)
+        val_cells = source.validation_cells(self.plan, validation)
+        torch.manual_seed(seed)
+        self.network = FieldNetwork(config, source.n_input_dims, source.n_vars, self.plan.sections_z).to(self.device)
+        init_output_bias(self.network, config, self.plan.stats)
+        model = _forward_model(self.network, config, self.device, self.world, compile, amp)
+        ckpt_dir = None
+        if checkpoint_dir is not None:
+            ckpt_dir = Path(checkpoint_dir) / f"rank{self.rank}" if self.world > 1 else Path(checkpoint_dir)
+        # the run's identity only matters for checkpoints; hashing all the data costs seconds at atlas size
+        fingerprint = "" if ckpt_dir is None else source.fingerprint(config, seed, validation, self.world)
+        self.cells = source.training_cells(self.plan, rank=self.rank, world=self.world, device=self.device,
+                                           seed=seed)
+        try:
+            self.training = Training(self.network, config, self.cells, validation=val_cells, seed=seed,
+                                     device=self.device, checkpoint_dir=ckpt_dir, fingerprint=fingerprint,
+                                     progress=progress and self.rank == 0, model=model, description=description)
+        except BaseException:
+            self._close_cells()
+            raise
+        self.train_seconds, self.train_cpu_seconds = 0.0, 0.0
+        self.setup_seconds = time.perf_counter() - self.started  # its own: runs may take turns training
+
+    @property
+    def state(self) -> TrainState:
+        """Where training stands (steps run, best validation loss ...)."""
+        return self.training.state
+
+    @property
+    def done(self) -> bool:
+        """Whether training has used its steps or stopped early."""
+        return self.training.done
+
+    def advance(self, until: int | None = None) -> TrainState:
+        """Train up to step ``until`` (default: to the end or an early stop)."""
+        wall, cpu = time.perf_counter(), time.process_time()
+        try:
+            return self.training.advance(until)
+        except BaseException:
+            self._close_cells()
+            raise
+        finally:
+            self.train_seconds += time.perf_counter() - wall
+            self.train_cpu_seconds += time.process_time() - cpu
+
+    @property
+    def seconds(self) -> float:
+        """Wall time this run has cost so far (setting up and its own training, not other runs' turns)."""
+        return self.setup_seconds + self.train_seconds
+
+    def finish(self, note: str | None = None) -> NTFField:
+        """End training (best weights kept, ``note`` on the progress bar) and return the field."""
+        finishing = time.perf_counter()
+        try:
+            state = self.training.finish(note)
+            extra = self.source.describe(self.plan, self.cells)
+        finally:
+            self._close_cells()
+        network, plan = self.network, self.plan
+        network.requires_grad_(True)
+        seconds = self.seconds + time.perf_counter() - finishing
+        info = _fit_info(self.source, plan, state, network, self.device, self.world, seconds,
+                         self.train_seconds, self.train_cpu_seconds)
+        info.update(extra)
+        return NTFField(network, plan.config, plan.transform, list(self.source.var_names), plan.stats["mean"],
+                        plan.stats["std"], plan.support, state.history, info)
+
+    def abandon(self, note: str = "dropped") -> dict:
+        """Stop without a field (the progress bar says ``note``); returns the cost so far for the phases."""
+        if self.training.bar is not None:
+            self.training.bar.set_postfix_str(note)
+            self.training.bar.close()
+        self._close_cells()
+        return {"n_cells": int(self.source.n_obs), "steps_run": int(self.state.step),
+                "seconds": round(self.seconds, 3)}
+
+    def _close_cells(self) -> None:
+        close = getattr(self.cells, "close", None)
         if close is not None:
             close()
-    network.requires_grad_(True)
-    info = _fit_info(source, plan, state, network, dev, world, time.perf_counter() - started, train_s, train_cpu_s)
-    info.update(extra)
-    return NTFField(network, config, plan.transform, list(source.var_names), plan.stats["mean"], plan.stats["std"],
-                    plan.support, state.history, info)
 
 
 def _fit_info(source, plan: FitPlan, state: TrainState, network, dev, world, seconds, train_s, train_cpu_s) -> dict:

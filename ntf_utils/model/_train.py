@@ -16,7 +16,7 @@ from ._config import NTFConfig
 from ._losses import mse_loss, nb_loss, poisson_loss
 from ._network import FieldNetwork
 
-__all__ = ["InMemoryCells", "TrainState", "loss_fn", "make_optimizer", "lr_at", "evaluate_loss", "TrainingCells", "train", "standardise"]
+__all__ = ["InMemoryCells", "TrainState", "Training", "loss_fn", "make_optimizer", "lr_at", "evaluate_loss", "TrainingCells", "train", "standardise"]
 
 
 @dataclass
@@ -153,55 +153,96 @@ def train(
     With ``checkpoint_dir``, a checkpoint of the same run found there is resumed, and a new one is
     written atomically every ``checkpoint_every`` steps and at the end. ``model`` is what the
     forward pass calls (default ``network``; e.g. a ``DistributedDataParallel`` wrapper of it).
-    ``description`` labels the progress bar.
+    ``description`` labels the progress bar. The same as ``Training(...).advance()`` then ``.finish()``.
     """
-    training = config.training
-    model = network if model is None else model
-    optimizer = make_optimizer(network, config)
-    generator = torch.Generator().manual_seed(seed + 1)
-    state, best_weights = TrainState(), None
-    if checkpoint_dir is not None:
-        ckpt.remove_stale_temporaries(checkpoint_dir)
-        resumed = ckpt.load_training_checkpoint(checkpoint_dir, fingerprint)
-        if resumed is not None:
-            network.load_state_dict(resumed["network"])
-            optimizer.load_state_dict(resumed["optimizer"])
-            generator.set_state(resumed["generator"])
-            best_weights = resumed.get("best_network")
-            state = TrainState(**resumed["state"])
+    run = Training(network, config, cells, validation=validation, seed=seed, device=device,
+                   checkpoint_dir=checkpoint_dir, fingerprint=fingerprint, progress=progress, model=model,
+                   description=description)
+    run.advance()
+    return run.finish()
 
-    sigma = psf_sigmas(config, network.section_effects.n_sections > 0, network.encoding.n_input_dims)
-    sigma = None if sigma is None else sigma.to(device)
-    bar = _progress_bar(training.steps, state.step, progress, description)
-    network.train()
-    while state.step < training.steps and not state.stopped_early:
-        for group in optimizer.param_groups:
-            group["lr"] = lr_at(state.step, config)
-        loss = _step_loss(model, network, config, cells, generator, device, sigma)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        state.step += 1
-        record = {"step": state.step, "loss": loss.item()}
-        if validation is not None and (state.step % training.eval_every == 0 or state.step == training.steps):
-            record["val_loss"] = evaluate_loss(network, config, validation, device)
-            if _improved(state, record["val_loss"], training.patience):
-                best_weights = copy.deepcopy(network.state_dict())
-        state.history.append(record)
-        if bar is not None:
-            bar.update(1)
-            if state.step % 20 == 0:
-                bar.set_postfix(loss=f"{record['loss']:.4f}", val=f"{state.best_val:.4f}")
-        if checkpoint_dir is not None and state.step % training.checkpoint_every == 0:
-            _save(checkpoint_dir, network, optimizer, generator, best_weights, state, fingerprint)
-    if bar is not None:
-        bar.close()
-    if best_weights is not None:
-        network.load_state_dict(best_weights)
-    if checkpoint_dir is not None:
-        _save(checkpoint_dir, network, optimizer, generator, best_weights, state, fingerprint)
-    network.eval()
-    return state
+
+class Training:
+    """One training run that can pause between steps and go on later, bit for bit as if it had not.
+
+    Resolution selection races its candidates with it: each advances to a rung, the worse half is
+    dropped, the rest go on (:func:`ntf_utils.tl._resolution.select_resolution`). The arguments are
+    those of :func:`train`.
+    """
+
+    def __init__(self, network: FieldNetwork, config: NTFConfig, cells: TrainingCells, *,
+                 validation: InMemoryCells | None, seed: int, device: torch.device,
+                 checkpoint_dir: Path | None = None, fingerprint: str = "", progress: bool = True,
+                 model: torch.nn.Module | None = None, description: str = "fitting field"):
+        self.network, self.config, self.cells, self.validation = network, config, cells, validation
+        self.device, self.checkpoint_dir, self.fingerprint = device, checkpoint_dir, fingerprint
+        self.model = network if model is None else model
+        self.optimizer = make_optimizer(network, config)
+        self.generator = torch.Generator().manual_seed(seed + 1)
+        self.state, self.best_weights = TrainState(), None
+        if checkpoint_dir is not None:
+            ckpt.remove_stale_temporaries(checkpoint_dir)
+            resumed = ckpt.load_training_checkpoint(checkpoint_dir, fingerprint)
+            if resumed is not None:
+                network.load_state_dict(resumed["network"])
+                self.optimizer.load_state_dict(resumed["optimizer"])
+                self.generator.set_state(resumed["generator"])
+                self.best_weights = resumed.get("best_network")
+                self.state = TrainState(**resumed["state"])
+        sigma = psf_sigmas(config, network.section_effects.n_sections > 0, network.encoding.n_input_dims)
+        self.sigma = None if sigma is None else sigma.to(device)
+        self.bar = _progress_bar(config.training.steps, self.state.step, progress, description)
+
+    @property
+    def done(self) -> bool:
+        """Whether the run has used its steps or stopped early."""
+        return self.state.step >= self.config.training.steps or self.state.stopped_early
+
+    def advance(self, until: int | None = None) -> TrainState:
+        """Train up to step ``until`` (default: to the end of the run or an early stop)."""
+        training, state, network = self.config.training, self.state, self.network
+        last = training.steps if until is None else min(until, training.steps)
+        network.train()
+        while state.step < last and not state.stopped_early:
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr_at(state.step, self.config)
+            loss = _step_loss(self.model, network, self.config, self.cells, self.generator, self.device, self.sigma)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            state.step += 1
+            record = {"step": state.step, "loss": loss.item()}
+            if self.validation is not None and (state.step % training.eval_every == 0
+                                                or state.step == training.steps):
+                record["val_loss"] = evaluate_loss(network, self.config, self.validation, self.device)
+                if _improved(state, record["val_loss"], training.patience):
+                    self.best_weights = copy.deepcopy(network.state_dict())
+            state.history.append(record)
+            if self.bar is not None:
+                self.bar.update(1)
+                if state.step % 20 == 0:
+                    self.bar.set_postfix(loss=f"{record['loss']:.4f}", val=f"{state.best_val:.4f}")
+            if self.checkpoint_dir is not None and state.step % training.checkpoint_every == 0:
+                self._save()
+        network.eval()
+        return state
+
+    def finish(self, note: str | None = None) -> TrainState:
+        """End the run: close the progress bar (with ``note``), keep the best weights, checkpoint."""
+        if self.bar is not None:
+            if note:
+                self.bar.set_postfix_str(note)
+            self.bar.close()
+        if self.best_weights is not None:
+            self.network.load_state_dict(self.best_weights)
+        if self.checkpoint_dir is not None:
+            self._save()
+        self.network.eval()
+        return self.state
+
+    def _save(self) -> None:
+        _save(self.checkpoint_dir, self.network, self.optimizer, self.generator, self.best_weights, self.state,
+              self.fingerprint)
 
 
 def _step_loss(model, network, config: NTFConfig, cells: TrainingCells, generator, device, sigma) -> torch.Tensor:

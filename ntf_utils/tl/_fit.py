@@ -12,7 +12,7 @@ from .._docs import doc_fit_options, doc_params
 from ..model._checkpoint import check_directory
 from ..model._config import NTFConfig
 from ..model._field import NTFField
-from ..model._pipeline import config_with_overrides, fit_field
+from ..model._pipeline import FitRun, config_with_overrides, fit_field
 from ..model._sources import AnnDataSource
 from ._resolution import applies, select_resolution
 
@@ -61,9 +61,10 @@ def fit(
     Notes
     -----
     How coarse the grid should be depends on the tissue, so by default (``config.selection``) the
-    field chooses it: with at least three sections, each ``[resolution_scale, psf_sigma]`` of
-    ``config.selection.candidates`` is fitted with every third interior section held out, and the
-    one with the lowest held-out loss is refitted on all sections. With ``validation`` sections
+    field chooses it: with at least three sections, the rows of ``config.selection.candidates`` are
+    fitted with every third interior section held out and raced by successive halving
+    (``config.selection.rungs``: all train a quarter of their steps, the better half goes on to half
+    of them), and the one with the lowest held-out loss is refitted on all sections. With ``validation`` sections
     given, those are held out instead and the winner is returned without a refit. The comparison is
     in ``field.info["resolution_selection"]``. No selection happens with a time axis, a fixed
     ``finest_resolution``, or ``selection.enabled=False``.
@@ -80,13 +81,13 @@ def fit(
         field.info["total_steps"] = field.info["steps_run"]
         return field
 
-    def fit_subset(subset, candidate, held_out, description):
+    def start_fit(subset, candidate, held_out, description):
         sub = AnnDataSource(subset, layer=layer, spatial_key=spatial_key, time_key=time_key,
                             loss=candidate.training.loss)
-        return fit_field(sub, candidate, validation=held_out, checkpoint_dir=None, description=description, **common)
+        return FitRun(sub, candidate, validation=held_out, checkpoint_dir=None, description=description, **common)
 
     fingerprint = None if checkpoint_dir is None else source.fingerprint(config, seed, validation, 1)
-    chosen, table, phases, field = select_resolution(adata, config, fit_subset, validation=validation,
+    chosen, table, phases, field = select_resolution(adata, config, start_fit, validation=validation,
                                                      checkpoint_dir=checkpoint_dir, fingerprint=fingerprint,
                                                      spatial_key=spatial_key)
     if field is None:

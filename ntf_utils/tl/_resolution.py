@@ -10,6 +10,8 @@ held-out training section tells the two apart, so :func:`ntf_utils.tl.fit` asks 
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from .._constants import Key
@@ -45,8 +47,12 @@ def heldout_sections(adata, spatial_key: str) -> list[str]:
     return interior[::3]
 
 
-def select_resolution(adata, config, fit_subset, *, validation, checkpoint_dir, fingerprint, spatial_key):
-    """Fit each of ``config.selection.candidates`` and keep the one with the lowest held-out loss.
+def select_resolution(adata, config, start_fit, *, validation, checkpoint_dir, fingerprint, spatial_key):
+    """Race ``config.selection.candidates`` and keep the one with the lowest held-out loss.
+
+    Successive halving (``config.selection.rungs``): every candidate trains to the first rung, the
+    half with the higher best held-out loss so far is dropped, the rest train on to the next rung,
+    and so on; candidates still racing after the last rung train to their end.
 
     Parameters
     ----------
@@ -54,8 +60,9 @@ def select_resolution(adata, config, fit_subset, *, validation, checkpoint_dir, 
         The training sections passed to :func:`ntf_utils.tl.fit`.
     config
         The caller's config; each candidate replaces the settings its row names (:func:`_settings`).
-    fit_subset
-        ``fit_subset(adata, config, validation, description) -> NTFField``: one pipeline fit.
+    start_fit
+        ``start_fit(adata, config, validation, description) -> FitRun``: one pipeline fit, not yet
+        trained (:class:`ntf_utils.model._pipeline.FitRun`).
     validation
         The caller's ``validation``. Held-out sections given as an AnnData are used as they are and
         the winning candidate, already fitted on all of ``adata``, is returned. Otherwise every third
@@ -73,7 +80,7 @@ def select_resolution(adata, config, fit_subset, *, validation, checkpoint_dir, 
     (chosen config, table, phases, field)
         ``table`` is a list of dicts (the candidate's settings: ``resolution_scale``, ``psf_sigma``,
         ``section_psf``, ``section_trend_degree``, ``n_frequencies``; then ``validation_loss``,
-        ``finest_resolution``, ``chosen``), stored in ``field.info["resolution_selection"]``;
+        ``finest_resolution``, ``steps_run``, ``chosen``), stored in ``field.info["resolution_selection"]``;
         ``phases`` lists each candidate fit (``phase``, ``n_cells``, ``steps_run``, ``seconds``);
         ``field`` is the fitted winner when ``validation`` was an AnnData (and no checkpoint
         directory was given), else ``None``.
@@ -92,26 +99,69 @@ def select_resolution(adata, config, fit_subset, *, validation, checkpoint_dir, 
         names = heldout_sections(adata, spatial_key)
         is_held = adata.obs[Key.obs.section].astype(str).isin(names).to_numpy()
         fit_on, held_out = adata[~is_held], adata[is_held]
-    table, fields, phases = [], [], []
     candidates = config.selection.candidates
+    reuse = fit_on is adata and checkpoint_dir is None  # the winner is the field: it trains to its end
+    runs = []
     for k, row in enumerate(candidates):
         settings = _settings(config, row)
-        candidate = _with_settings(config, settings)
-        name = f"candidate {k + 1}/{len(candidates)}"
-        field = fit_subset(fit_on, candidate, held_out, name)
-        table.append({**settings, "validation_loss": field.info["best_validation_loss"],
-                      "finest_resolution": field.config.encoding.finest_resolution})
-        phases.append({"phase": name, "n_cells": field.info["n_cells"], "steps_run": field.info["steps_run"],
-                       "seconds": field.info["fit_seconds"]})
-        fields.append(field)
-    losses = [np.inf if row["validation_loss"] is None else row["validation_loss"] for row in table]
-    best = int(np.argmin(losses))
-    for i, row in enumerate(table):
-        row["chosen"] = i == best
+        runs.append(start_fit(fit_on, _with_settings(config, settings), held_out,
+                              f"candidate {k + 1}/{len(candidates)}"))
+    costs = {}  # candidate -> what it cost, once it has left the race
+
+    def drop(k, note):
+        costs[k] = runs[k].abandon(note)
+
+    racing = list(range(len(runs)))
+    for fraction in config.selection.rungs:
+        if len(racing) == 1:
+            break
+        for k in racing:
+            runs[k].advance(_rung_step(runs[k], fraction))
+        ranked = sorted(racing, key=lambda k: _best_loss(runs[k]))
+        racing = ranked[: math.ceil(len(ranked) / 2)]
+        for k in ranked[len(racing):]:
+            drop(k, f"dropped at step {runs[k].state.step}")
+    if len(racing) > 1 or reuse:
+        for k in racing:
+            runs[k].advance()
+    best = min(racing, key=lambda k: _best_loss(runs[k]))
+    winner = None
+    if reuse:
+        winner = runs[best].finish()
+        costs[best] = _phase_cost(winner)
+    else:
+        drop(best, "chosen: refitted on every section next")
+    for k in racing:
+        if k != best:
+            drop(k, f"lost at step {runs[k].state.step}")
+    table, phases = [], []
+    for k, (row, run) in enumerate(zip(candidates, runs)):
+        loss = _best_loss(run)
+        table.append({**_settings(config, row), "validation_loss": float(loss) if np.isfinite(loss) else None,
+                      "finest_resolution": run.plan.config.encoding.finest_resolution,
+                      "steps_run": costs[k]["steps_run"], "chosen": k == best})
+        phases.append({"phase": f"candidate {k + 1}/{len(candidates)}", **costs[k]})
     if checkpoint_dir is not None:
         ckpt.save_selection(checkpoint_dir, table, fingerprint)
-    reuse = fit_on is adata and checkpoint_dir is None
-    return _chosen(config, table), table, phases, fields[best] if reuse else None
+    return _chosen(config, table), table, phases, winner
+
+
+def _rung_step(run, fraction: float) -> int:
+    """The step of a rung: ``fraction`` of the run's steps, rounded up to a validation step."""
+    every = run.plan.config.training.eval_every
+    return int(math.ceil(fraction * run.plan.config.training.steps / every) * every)
+
+
+def _best_loss(run) -> float:
+    """A run's best held-out loss so far (inf before its first evaluation)."""
+    best = run.state.best_val
+    return best if np.isfinite(best) else np.inf
+
+
+def _phase_cost(field) -> dict:
+    """What a finished candidate fit cost, for ``info["phases"]``."""
+    info = field.info
+    return {"n_cells": info["n_cells"], "steps_run": info["steps_run"], "seconds": info["fit_seconds"]}
 
 
 def _settings(config, row) -> dict:
