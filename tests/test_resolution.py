@@ -181,3 +181,20 @@ def test_a_run_trained_in_stages_equals_one_trained_at_once(small):
 def test_bad_rungs_are_explained(rungs):
     with pytest.raises(ValueError, match="rungs"):
         NTFConfig(selection={"rungs": rungs})
+
+
+def test_progress_bars_name_each_phase_and_what_became_of_it(small, capsys):
+    field = tl.fit(small, layer="lognorm", config=QUICK, progress=True)
+    err = capsys.readouterr().err
+    last = {}  # each bar's last state as tqdm drew it
+    for line in err.replace("\r", "\n").splitlines():
+        if ":" in line:
+            last[line.split(":")[0]] = line
+    assert set(last) == {"candidate 1/4", "candidate 2/4", "candidate 3/4", "candidate 4/4", "final fit"}
+    notes = sorted(line.split(", ")[-1] for name, line in last.items() if name != "final fit")
+    # the worse half at the first rung (QUICK: step 40 of 120), one at the second, the winner
+    assert [n.startswith("dropped at step 40") for n in notes].count(True) == 2, notes
+    assert [n.startswith("dropped at step 80") for n in notes].count(True) == 1, notes
+    assert any(n.startswith("chosen: refitted on every section next") for n in notes), notes
+    assert "120/120" in last["final fit"]
+    assert [p["phase"] for p in field.info["phases"]][-1] == "final fit"
