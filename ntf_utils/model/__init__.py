@@ -20,6 +20,7 @@ from ._field import NTFField
 from ._hashgrid import HashGridEncoding, tcnn_available
 from ._network import FieldNetwork
 from ._pipeline import FitPlan, fit_field, plan_fit, resolve_device
+from ._poses import SectionPoses, apply_poses
 from ._sources import AnnDataSource, CellSource, Survey
 from ._train import InMemoryCells, TrainingCells, train
 from ._volume import Volume
@@ -38,12 +39,14 @@ __all__ = [
     "NTFField",
     "NetworkConfig",
     "Sampling",
+    "SectionPoses",
     "SelectionConfig",
     "Survey",
     "TrainingCells",
     "TrainingConfig",
     "Volume",
     "accelerated_model",
+    "apply_poses",
     "compile_available",
     "fit_field",
     "measure_sampling",

@@ -67,6 +67,12 @@ def _require_ints(part, names, minimum: int = 1) -> None:
             raise ValueError(f"{type(part).__name__}.{name} must be {what}, got {value!r}")
 
 
+def _require_bool(part, name) -> None:
+    value = getattr(part, name)
+    if value not in (True, False):
+        raise ValueError(f"{type(part).__name__}.{name} must be True or False, got {value!r}")
+
+
 def _require_optional_bool(part, name) -> None:
     value = getattr(part, name)
     if value not in (None, True, False):
@@ -167,6 +173,11 @@ class NetworkConfig(_Part):
     section_trend_degree
         Degree of the polynomial trend along z that section effects may not hold: it stays in the
         field (0: effects are only centred over sections).
+    register_sections
+        Learn an in-plane rotation and translation of every labelled training section with the field,
+        the middle section by z fixed as the reference (:mod:`ntf_utils.model._poses`;
+        ``field.section_poses()``, ``field.register(adata)``). Off by default: not yet measured on
+        real data. Needs at least two labelled sections and no time axis.
     """
 
     hidden_width: int = 128
@@ -174,11 +185,13 @@ class NetworkConfig(_Part):
     latent_dim: int = 64
     section_effects: bool | None = None
     section_trend_degree: int = 2
+    register_sections: bool = False
 
     def __post_init__(self) -> None:
         _require_ints(self, ("hidden_width", "latent_dim"))
         _require_ints(self, ("hidden_layers", "section_trend_degree"), minimum=0)
         _require_optional_bool(self, "section_effects")
+        _require_bool(self, "register_sections")
 
 
 @dataclass
@@ -206,6 +219,13 @@ class TrainingConfig(_Part):
         With section effects: the PSF jitter along z is at least this many section gaps (Gaussian
         sigma), so the field at each depth is learned from neighbouring sections together and
         section-to-section differences go to the section effects (0: ``psf_sigma`` only).
+    registration_lr
+        With ``register_sections``: Adam's step for the section poses, in in-plane cell spacings
+        (the rotation as the arc at the section's RMS radius); it follows the cosine schedule of ``lr``.
+    registration_coarse_to_fine
+        With ``register_sections``: the fraction of the steps over which the finer hash-grid levels
+        are faded in, coarsest first, so the poses are found before fine levels fit each section
+        where it lies (0: all levels from the start).
     validation_fraction
         Cells held out for early stopping when no validation data is given (0 disables).
     eval_every, patience
@@ -224,6 +244,8 @@ class TrainingConfig(_Part):
     smoothness: float = 0.0
     section_penalty: float = 0.1
     section_psf: float = 0.0
+    registration_lr: float = 0.02
+    registration_coarse_to_fine: float = 0.5
     validation_fraction: float = 0.05
     eval_every: int = 100
     patience: int = 8
@@ -242,6 +264,11 @@ class TrainingConfig(_Part):
         for name in ("section_penalty", "section_psf"):
             if not getattr(self, name) >= 0:
                 raise ValueError(f"TrainingConfig.{name} must be >= 0, got {getattr(self, name)}")
+        if not self.registration_lr > 0:
+            raise ValueError(f"TrainingConfig.registration_lr must be > 0, got {self.registration_lr}")
+        if not 0 <= self.registration_coarse_to_fine <= 1:
+            raise ValueError("TrainingConfig.registration_coarse_to_fine must be a fraction of the steps in [0, 1], "
+                             f"got {self.registration_coarse_to_fine}")
 
 
 @dataclass

@@ -17,6 +17,8 @@ from . import _checkpoint as ckpt
 from ._config import NTFConfig
 from ._coords import CoordinateTransform
 from ._network import FieldNetwork
+from ._poses import TABLE_COLUMNS as _POSE_COLUMNS
+from ._poses import apply_poses
 from ._section_effects import section_codes
 from ._volume import Volume
 
@@ -87,7 +89,7 @@ class NTFField:
 
     @property
     def sections(self) -> list[str]:
-        """Training sections with their own technical effects (empty when the field has none)."""
+        """Training sections with their own technical effects and/or learned pose (empty when none)."""
         return list(self.info.get("sections", []))
 
     @property
@@ -161,7 +163,8 @@ class NTFField:
         section
             ``None`` (default): the effect-free field, the level at which a new section is predicted.
             A training section's name (or one name per point, see :attr:`sections`): add that
-            section's learned technical effect, i.e. predict what that section measured.
+            section's learned technical effect, i.e. predict what that section measured (with
+            registration, ``coords`` are then taken as measured in that section and moved by its pose).
         batch_size
             Points per chunk; memory stays bounded by it whatever ``n`` is.
 
@@ -452,6 +455,41 @@ class NTFField:
             keep = [self.genes[i] for i in self.gene_index(genes)]
             table = table[table["gene"].isin(keep)].reset_index(drop=True)
         return table
+
+    def section_poses(self) -> pd.DataFrame:
+        """The learned in-plane pose of each training section (``register_sections=True``).
+
+        Columns ``section``, ``rotation_deg``, ``shift_x``, ``shift_y``, ``centre_x``, ``centre_y``
+        (original units) and ``reference`` (the fixed section). A measured point ``x`` of a section
+        lies at ``R(rotation_deg) (x - centre) + centre + shift`` in the field's frame. Empty when
+        the field was fitted without registration.
+        """
+        if self.network.poses is None:
+            return pd.DataFrame({c: [] for c in _POSE_COLUMNS})
+        return self.network.poses.table(self.sections)
+
+    def register(self, adata, *, spatial_key: str | None = None, copy: bool = True):
+        """Move each section's coordinates into the field's frame by its learned pose.
+
+        The field was fitted in that frame: run this before tools that read the cells' coordinates
+        (``denoise``, ``tl.domains`` at the cells, ...) on the training sections of a registered field.
+
+        Parameters
+        ----------
+        adata
+            Cells with coordinates in ``obsm[spatial_key]`` and ``obs["section"]``; cells of sections
+            the field has no pose for (held-out, new) are not moved.
+        spatial_key
+            Default: the key the field was fitted with.
+        copy
+            ``True`` (default): return a registered copy; ``False``: move the coordinates in place
+            and return None.
+        """
+        if self.network.poses is None:
+            raise ValueError("this field has no section poses: it was fitted without registration; fit with "
+                             "config=NTFConfig(network={'register_sections': True}) to learn them")
+        spatial_key = self.info.get("spatial_key") or Key.obsm.spatial_3d if spatial_key is None else spatial_key
+        return apply_poses(adata, self.section_poses(), spatial_key=spatial_key, copy=copy)
 
     # -- persistence --------------------------------------------------------------------------
     def save(self, path) -> Path:

@@ -8,6 +8,7 @@ from torch import nn
 from ._config import NTFConfig
 from ._frequency import FrequencyEncoding
 from ._hashgrid import HashGridEncoding
+from ._poses import SectionPoses
 from ._section_effects import SectionEffects
 
 __all__ = ["FieldNetwork"]
@@ -25,8 +26,10 @@ class FieldNetwork(nn.Module):
     n_genes
         Number of output genes.
     section_z
-        z of each training section with its own technical effects (:mod:`._section_effects`);
-        None or empty: no section effects.
+        z of each training section (in section-code order). They get their own technical effects
+        (:mod:`._section_effects`) unless ``config.network.section_effects`` is False, and their
+        own in-plane pose with ``config.network.register_sections`` (:mod:`._poses`). None or
+        empty: neither.
 
     Notes
     -----
@@ -58,11 +61,21 @@ class FieldNetwork(nn.Module):
         # extra per-gene parameter of the NB loss (log inverse dispersion); unused otherwise
         self.log_theta = nn.Parameter(torch.zeros(n_genes))
         section_z = [] if section_z is None else list(section_z)
-        self.section_effects = SectionEffects(len(section_z), n_genes, section_z, net.section_trend_degree)
+        effect_z = [] if net.section_effects is False else section_z
+        self.section_effects = SectionEffects(len(effect_z), n_genes, effect_z, net.section_trend_degree)
+        # registration only: absent otherwise, so that fields without it keep their exact state_dict
+        self.poses = SectionPoses(len(section_z), section_z) if net.register_sections else None
+        if self.poses is not None:
+            # coarse-to-fine weights of the levels (training sets them; all ones otherwise); not saved
+            self.register_buffer("level_weights", torch.ones(enc.n_levels), persistent=False)
+        else:
+            self.level_weights = None
 
     def latent(self, u: torch.Tensor) -> torch.Tensor:
         """``(n, latent_dim)`` latent at unit-cube points ``u`` ``(n, D)``."""
         features = self.encoding(u)
+        if self.level_weights is not None:
+            features = features * self.level_weights.repeat_interleave(self.encoding.n_features_per_level)
         if self.frequencies is not None:
             features = torch.cat((features, self.frequencies(u).to(features.dtype)), dim=1)
         return self.trunk(features)
@@ -77,10 +90,13 @@ class FieldNetwork(nn.Module):
                 section: torch.Tensor | None = None):
         """``(n, n_genes)`` raw output (standardised value, or log rate for count losses).
 
-        ``section`` ``(n,)`` adds each row's section effect (-1 or None: the effect-free field).
+        ``section`` ``(n,)`` adds each row's section effect and, with registration, first moves
+        each row by its section's pose (-1 or None: the effect-free field at ``u`` as given).
         With ``return_latent`` also the latent: training calls the module once per step this way,
         so wrappers that hook ``forward`` (DistributedDataParallel) see every parameter use.
         """
+        if self.poses is not None:
+            u = self.poses(u, section)
         latent = self.latent(u)
         out = self.decode(latent, gene_index)
         if section is not None:

@@ -46,8 +46,10 @@ class FitPlan:
     held_out
         Sorted rows held out of training for early stopping.
     sections, sections_z
-        Training sections with their own technical effects, in code order, and their median z
-        (empty: no effects).
+        Training sections with their own technical effects and/or pose, in code order, and their
+        median z (empty: neither).
+    sections_xy
+        With registration: ``[centre_x, centre_y, rms_radius]`` of each of ``sections``.
     seconds
         Wall time of planning.
     extra
@@ -64,6 +66,7 @@ class FitPlan:
     held_out: np.ndarray
     sections: list = field(default_factory=list)
     sections_z: list = field(default_factory=list)
+    sections_xy: list = field(default_factory=list)
     seconds: float = 0.0
     extra: dict = field(default_factory=dict)
 
@@ -126,6 +129,10 @@ def plan_fit(source: CellSource, config: NTFConfig, *, seed: int, validation) ->
                          f"(obs[{Key.obs.section!r}]); found {len(survey.sections)}. Label the sections "
                          "(ntf.pp.stack_sections does) or pass section_effects=None/False")
     config = config.replace(network={"section_effects": bool(effects)})
+    register = config.network.register_sections
+    if register:
+        _check_registration(survey, source.n_input_dims)
+    coded = effects or register  # cells carry section codes for either
     held_out = source.hold_out(config, seed, validation)
     stats = source.target_stats(config.training.loss, held_out)
     section_z = []
@@ -133,9 +140,26 @@ def plan_fit(source: CellSource, config: NTFConfig, *, seed: int, validation) ->
         section_z = [float(z) for z in survey.z_values]
     return FitPlan(config=config, transform=transform, sampling=survey.sampling, has_sections=has_sections,
                    stats=stats, section_z=section_z, support=support_points(survey.support, transform, config, seed),
-                   held_out=held_out, sections=list(survey.sections) if effects else [],
-                   sections_z=list(survey.section_z) if effects else [],
+                   held_out=held_out, sections=list(survey.sections) if coded else [],
+                   sections_z=list(survey.section_z) if coded else [],
+                   sections_xy=list(survey.section_xy) if register else [],
                    seconds=time.perf_counter() - started, extra=source.plan_facts())
+
+
+def _check_registration(survey, n_input_dims: int) -> None:
+    """Refuse ``register_sections`` where this version cannot apply it, with the fix."""
+    if len(survey.sections) < 2:
+        raise ValueError("config.network.register_sections=True needs cells in at least two labelled sections "
+                         f"(obs[{Key.obs.section!r}]); found {len(survey.sections)}. Label the sections "
+                         "(ntf.pp.stack_sections does) or pass register_sections=False")
+    if len(survey.section_xy) != len(survey.sections):
+        raise ValueError("config.network.register_sections=True needs the sections' in-plane geometry, which "
+                         "this cell source does not provide (a streamed fit_atlas store); fit in memory with "
+                         "ntf.tl.fit or pass register_sections=False")
+    if n_input_dims == 4:
+        raise ValueError("config.network.register_sections=True does not support a time axis yet (one reference "
+                         "section cannot anchor every stage); fit without time_key, or align the sections "
+                         "beforehand (ntf.pp.align_sections) and pass register_sections=False")
 
 
 def _plan_on_rank0(source, config, seed, validation, rank, world) -> FitPlan:
@@ -228,7 +252,12 @@ class FitRun:
         self.device = resolve_device(device, self.world)
         val_cells = source.validation_cells(self.plan, validation)
         torch.manual_seed(seed)
-        self.network = FieldNetwork(config, source.n_input_dims, source.n_vars, self.plan.sections_z).to(self.device)
+        self.network = FieldNetwork(config, source.n_input_dims, source.n_vars, self.plan.sections_z)
+        if self.network.poses is not None:
+            planes = np.asarray(self.plan.sections_xy, dtype=np.float64)
+            self.network.poses.set_geometry(planes[:, :2], planes[:, 2], self.plan.transform,
+                                            self.plan.sampling.spacing[0])
+        self.network.to(self.device)
         init_output_bias(self.network, config, self.plan.stats)
         model = _forward_model(self.network, config, self.device, self.world, compile, amp)
         ckpt_dir = None

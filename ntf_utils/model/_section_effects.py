@@ -102,6 +102,8 @@ class SectionEffects(nn.Module):
 
     def table(self, sections: list[str], genes: list[str]) -> pd.DataFrame:
         """Long table of the centred effects: one row per section and gene."""
+        if self.n_sections == 0:  # sections may be coded for registration alone
+            sections = []
         offset, log_scale = (t.detach().cpu().numpy() for t in self.centred())
         return pd.DataFrame({
             "section": np.repeat(sections, len(genes)),

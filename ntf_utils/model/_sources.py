@@ -47,6 +47,9 @@ class Survey:
         Distinct section labels, sorted (empty when the cells carry none, or for streamed sources).
     section_z
         Median z of each of ``sections``.
+    section_xy
+        ``[centre_x, centre_y, rms_radius]`` of each of ``sections`` in the plane, original units
+        (the pivot and size of its pose when registering; empty where unknown).
     """
 
     sampling: Sampling
@@ -55,6 +58,7 @@ class Survey:
     support: np.ndarray
     sections: list = field(default_factory=list)
     section_z: list = field(default_factory=list)
+    section_xy: list = field(default_factory=list)
 
 
 class CellSource:
@@ -107,6 +111,15 @@ class CellSource:
 
     def close(self) -> None:
         """Release what the source holds open (files, threads)."""
+
+
+def _section_planes(coords: np.ndarray, labels: np.ndarray, names: list) -> list:
+    """``[centre_x, centre_y, rms_radius]`` of the cells of each section in ``names`` (original units)."""
+    xy = pd.DataFrame(coords[:, :2], columns=["x", "y"])
+    centre = xy.groupby(labels).mean().loc[names]
+    offset = xy.to_numpy() - centre.loc[labels].to_numpy()
+    radius = np.sqrt(pd.Series((offset**2).sum(1)).groupby(labels).mean().loc[names].to_numpy())
+    return [[float(x), float(y), float(r)] for (x, y), r in zip(centre.to_numpy(), radius)]
 
 
 def prepare_targets(coords, values, mask, transform, loss: str, stats: dict, normalize: str | None = None):
@@ -203,11 +216,12 @@ class AnnDataSource(CellSource):
     def survey(self, seed: int) -> Survey:
         sampling = measure_sampling(self.coords, self.sections, seed=seed)
         z_values = np.unique(self.coords[:, 2])
-        names, medians = [], []
+        names, medians, planes = [], [], []
         if self.sections is not None:
             by_section = pd.Series(self.coords[:, 2]).groupby(self.sections).median()
             names, medians = list(by_section.index), [float(z) for z in by_section]
-        return Survey(sampling, self.sections is not None, z_values, self.coords, names, medians)
+            planes = _section_planes(self.coords, self.sections, names)
+        return Survey(sampling, self.sections is not None, z_values, self.coords, names, medians, planes)
 
     def hold_out(self, config, seed: int, validation) -> np.ndarray:
         fraction = config.training.validation_fraction

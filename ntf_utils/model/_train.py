@@ -15,6 +15,7 @@ from . import _checkpoint as ckpt
 from ._config import NTFConfig
 from ._losses import mse_loss, nb_loss, poisson_loss
 from ._network import FieldNetwork
+from ._poses import level_weights
 
 __all__ = ["InMemoryCells", "TrainState", "Training", "loss_fn", "make_optimizer", "lr_at", "evaluate_loss", "TrainingCells", "train", "standardise"]
 
@@ -86,12 +87,19 @@ def loss_fn(config: NTFConfig, network: FieldNetwork, output, target, log_size, 
 
 
 def make_optimizer(network: FieldNetwork, config: NTFConfig) -> torch.optim.Optimizer:
-    """Adam with instant-ngp's settings for the table (beta2 0.99, eps 1e-15)."""
-    mlp = [p for n, p in network.named_parameters() if not n.startswith("encoding.")]
+    """Adam with instant-ngp's settings for the table (beta2 0.99, eps 1e-15).
+
+    Section poses (registration) get their own group: no weight decay (it would pull every section
+    towards its given place) and their own step, ``registration_lr`` spacings, as ``lr_scale``.
+    """
+    mlp = [p for n, p in network.named_parameters() if not n.startswith(("encoding.", "poses."))]
     groups = [
         {"params": [network.encoding.params], "weight_decay": config.training.grid_weight_decay},
         {"params": mlp, "weight_decay": config.training.mlp_weight_decay},
     ]
+    if network.poses is not None:
+        groups.append({"params": list(network.poses.parameters()), "weight_decay": 0.0,
+                       "lr_scale": config.training.registration_lr / config.training.lr})
     return torch.optim.Adam(groups, lr=config.training.lr, betas=(0.9, 0.99), eps=1e-15, fused=True)
 
 
@@ -205,7 +213,10 @@ class Training:
         network.train()
         while state.step < last and not state.stopped_early:
             for group in self.optimizer.param_groups:
-                group["lr"] = lr_at(state.step, self.config)
+                group["lr"] = lr_at(state.step, self.config) * group.get("lr_scale", 1.0)
+            if network.level_weights is not None:  # registration's coarse-to-fine schedule
+                network.level_weights.copy_(level_weights(state.step / training.steps, len(network.level_weights),
+                                                          training.registration_coarse_to_fine))
             loss = _step_loss(self.model, network, self.config, self.cells, self.generator, self.device, self.sigma)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -235,6 +246,8 @@ class Training:
             self.bar.close()
         if self.best_weights is not None:
             self.network.load_state_dict(self.best_weights)
+        if self.network.level_weights is not None:
+            self.network.level_weights.fill_(1.0)  # the field is used with every level
         if self.checkpoint_dir is not None:
             self._save()
         self.network.eval()

@@ -38,7 +38,7 @@ def section_effects(field, genes=None, *, kind: str = "offset", n_genes: int = 3
         raise ValueError(f"kind must be one of {sorted(KINDS)}, got {kind!r}")
     table = field.section_effects(genes)
     if table.empty:
-        raise ValueError("this field has no section effects (field.sections is empty): fit it on labelled "
+        raise ValueError("this field has no section effects: fit it on labelled "
                          "sections with config.network.section_effects=None or True")
     matrix = table.pivot(index="section", columns="gene", values=KINDS[kind])
     order = np.argsort(field.info.get("sections_z", list(range(len(field.sections)))), kind="stable")
