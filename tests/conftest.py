@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,14 @@ import pytest
 os.environ.setdefault("NTF_QUICK", "1")
 # scanpy's neighbours step starts numba worker threads that then compete with torch's threads for the
 # 2 cores and slow every later fit in the same process ~20x; numba reads this at import.
-os.environ.setdefault("NUMBA_NUM_THREADS", "1")
+if "numba" in sys.modules:
+    # a pytest plugin (fast_array_utils) imported numba before this file: its thread count is read, and
+    # an environment that disagrees with it makes every later JIT compile fail; use one thread at run time
+    import numba
+
+    numba.set_num_threads(1)
+else:
+    os.environ.setdefault("NUMBA_NUM_THREADS", "1")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SEED = 0

@@ -85,3 +85,15 @@ def test_bad_arguments(embryo_field, embryo):
         tl.domains(embryo_field, None, n_domains=3, copy=True)
     with pytest.raises(KeyError, match="obsm"):
         tl.domains(embryo_field, embryo[:, :3].copy(), n_domains=3, spatial_key="nope")
+
+
+def test_leiden_works_where_scanpy_switches_to_approximate_neighbours():
+    # scanpy's approximate-kNN path (>= 8,192 points) failed with scipy's sparse arrays ('getnnz');
+    # two well separated blobs must come back as two domains
+    from ntf_utils.tl._domains import EXACT_KNN_BELOW, _cluster
+
+    rng = np.random.default_rng(0)
+    points = rng.normal(size=(EXACT_KNN_BELOW, 8)).astype(np.float32)
+    points[: EXACT_KNN_BELOW // 2] += 6.0
+    labels = _cluster(points, "leiden", None, 0.2, 15, 0)
+    assert np.bincount(labels).tolist() == [EXACT_KNN_BELOW // 2] * 2

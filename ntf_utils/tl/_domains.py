@@ -131,10 +131,44 @@ def _leiden(embedding, resolution, n_neighbors, seed) -> np.ndarray:
         raise ValueError(f"leiden needs at least 3 points, got {n}; use a larger grid or more cells")
     tmp = ad.AnnData(X=np.zeros((n, 0), dtype=np.float32))
     tmp.obsm[Key.obsm.latent] = embedding
-    sc.pp.neighbors(tmp, n_neighbors=min(int(n_neighbors), n - 1), use_rep=Key.obsm.latent, random_state=seed)
+    k = min(int(n_neighbors), n - 1)
+    sc.pp.neighbors(tmp, n_neighbors=k, use_rep=Key.obsm.latent, random_state=seed,
+                    transformer=_approximate_knn(n, k, seed))
     sc.tl.leiden(tmp, resolution=float(resolution), flavor="igraph", n_iterations=2, directed=False,
                  random_state=seed, key_added="leiden")
     return tmp.obs["leiden"].astype(int).to_numpy()
+
+
+EXACT_KNN_BELOW = 8192  # scanpy computes exact neighbours itself below this many points
+
+
+def _approximate_knn(n: int, n_neighbors: int, seed: int):
+    """``None`` (scanpy's exact neighbours) for small ``n``; else pynndescent, as scanpy would choose.
+
+    Why not leave it to scanpy: its approximate path hands pynndescent's ``csr_array`` to code that
+    calls ``getnnz``, which scipy's sparse arrays do not have (scanpy 1.11 with scipy >= 1.15), so
+    ``tl.domains(method="leiden")`` failed on 8,192 points or more. The result is returned as a
+    ``csr_matrix`` instead.
+    """
+    if n < EXACT_KNN_BELOW:
+        return None
+    from pynndescent import PyNNDescentTransformer
+    from scipy import sparse
+    from sklearn.base import BaseEstimator, TransformerMixin
+
+    class AsCsrMatrix(TransformerMixin, BaseEstimator):
+        def __init__(self, n_neighbors: int = 15, random_state: int = 0):
+            self.n_neighbors, self.random_state = n_neighbors, random_state  # scanpy reads get_params()
+
+        def fit_transform(self, x, y=None):
+            import numba
+
+            # n_jobs: numba's threads as launched (NUMBA_NUM_THREADS); pynndescent's -1 would re-set them and fail
+            inner = PyNNDescentTransformer(n_neighbors=self.n_neighbors, metric="euclidean",
+                                           random_state=self.random_state, n_jobs=numba.get_num_threads())
+            return sparse.csr_matrix(inner.fit_transform(x))
+
+    return AsCsrMatrix(n_neighbors, seed)
 
 
 @doc_params(doc_seed=doc_seed)
