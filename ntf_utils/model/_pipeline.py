@@ -323,9 +323,7 @@ class FitRun:
 
     def abandon(self, note: str = "dropped") -> dict:
         """Stop without a field (the progress bar says ``note``); returns the cost so far for the phases."""
-        if self.training.bar is not None:
-            self.training.bar.set_postfix_str(note)
-            self.training.bar.close()
+        self.training.close_bar(note)
         self._close_cells()
         return {"n_cells": int(self.source.n_obs), "steps_run": int(self.state.step),
                 "seconds": round(self.seconds, 3)}

@@ -240,10 +240,7 @@ class Training:
 
     def finish(self, note: str | None = None) -> TrainState:
         """End the run: close the progress bar (with ``note``), keep the best weights, checkpoint."""
-        if self.bar is not None:
-            if note:
-                self.bar.set_postfix_str(note)
-            self.bar.close()
+        self.close_bar(note)
         if self.best_weights is not None:
             self.network.load_state_dict(self.best_weights)
         if self.network.level_weights is not None:
@@ -252,6 +249,13 @@ class Training:
             self._save()
         self.network.eval()
         return self.state
+
+    def close_bar(self, note: str | None = None) -> None:
+        """Close the progress bar (if any), with ``note`` in place of the loss figures."""
+        if self.bar is not None:
+            if note:
+                self.bar.set_postfix_str(note)
+            self.bar.close()
 
     def _save(self) -> None:
         _save(self.checkpoint_dir, self.network, self.optimizer, self.generator, self.best_weights, self.state,

@@ -14,7 +14,7 @@ from ..model._config import NTFConfig
 from ..model._field import NTFField
 from ..model._pipeline import FitRun, config_with_overrides, fit_field
 from ..model._sources import AnnDataSource
-from ._resolution import applies, select_resolution
+from ._resolution import applies, phase_cost, select_resolution
 
 __all__ = ["fit"]
 
@@ -103,9 +103,7 @@ def fit(
 
 def _phase(name: str, field: NTFField) -> dict:
     """One row of ``info["phases"]``: what a fit of the pipeline cost."""
-    info = field.info
-    return {"phase": name, "n_cells": info["n_cells"], "steps_run": info["steps_run"],
-            "seconds": info["fit_seconds"]}
+    return {"phase": name, **phase_cost(field)}
 
 
 def _check_arguments(adata, seed, checkpoint_dir) -> None:

@@ -16,7 +16,7 @@ import numpy as np
 
 from .._constants import Key
 
-__all__ = ["applies", "heldout_sections", "select_resolution"]
+__all__ = ["applies", "heldout_sections", "phase_cost", "select_resolution"]
 
 MIN_SECTIONS = 3  # one interior section to hold out and at least two to interpolate it from
 
@@ -128,7 +128,7 @@ def select_resolution(adata, config, start_fit, *, validation, checkpoint_dir, f
     winner = None
     if reuse:
         winner = runs[best].finish()
-        costs[best] = _phase_cost(winner)
+        costs[best] = phase_cost(winner)
     else:
         drop(best, "chosen: refitted on every section next")
     for k in racing:
@@ -158,7 +158,7 @@ def _best_loss(run) -> float:
     return best if np.isfinite(best) else np.inf
 
 
-def _phase_cost(field) -> dict:
+def phase_cost(field) -> dict:
     """What a finished candidate fit cost, for ``info["phases"]``."""
     info = field.info
     return {"n_cells": info["n_cells"], "steps_run": info["steps_run"], "seconds": info["fit_seconds"]}
