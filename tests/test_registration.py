@@ -213,12 +213,6 @@ def test_clear_errors_where_registration_cannot_apply(misaligned):
     one = aligned[aligned.obs["section"] == "s04"].copy()
     with pytest.raises(ValueError, match="at least two labelled sections.*register_sections=False"):
         ntf.tl.fit(one, layer="lognorm", progress=False, config=config)
-    series = ntf.datasets.synthetic_timeseries(n_times=2, n_sections=3, cells_per_section=60, n_genes=4, seed=0)
-    ntf.pp.log_normalize(series)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        with pytest.raises(ValueError, match="time axis"):
-            ntf.tl.fit(series, layer="lognorm", time_key="time", progress=False, config=config)
     plain = ntf.tl.fit(aligned, layer="lognorm", progress=False, config=CONFIG.replace(training={"steps": 5}))
     with pytest.raises(ValueError, match="fitted without registration.*register_sections"):
         plain.register(aligned)
@@ -230,6 +224,29 @@ def test_clear_errors_where_registration_cannot_apply(misaligned):
     del unlabelled.obs["section"]
     with pytest.raises(KeyError, match="section"):
         apply_poses(unlabelled, pd.DataFrame({"section": []}))
+
+
+def test_with_a_time_axis_each_stage_keeps_its_own_reference(tmp_path):
+    """Sections of different stages are different embryos: each stage is registered within itself."""
+    series = ntf.datasets.synthetic_timeseries(n_times=2, n_sections=3, cells_per_section=60, n_genes=4, seed=0)
+    ntf.pp.log_normalize(series)
+    config = ntf.NTFConfig(network={"register_sections": True}, training={"steps": 20})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with _one_thread():
+            f = ntf.tl.fit(series, layer="lognorm", time_key="time", seed=0, progress=False, device="cpu",
+                           config=config)
+    table = f.section_poses().set_index("section")
+    assert list(table.index[table["reference"]]) == ["t0_s01", "t1_s01"]  # the middle section of each stage
+    moving = table[~table["reference"]]
+    assert (moving["rotation_deg"].abs() > 0).all() and (table.loc[["t0_s01", "t1_s01"], "shift_x"] == 0).all()
+    loaded = ntf.NTFField.load(f.save(tmp_path / "f.ntf"))
+    pd.testing.assert_frame_equal(loaded.section_poses(), f.section_poses())
+    registered = f.register(series)
+    labels = series.obs["section"].astype(str).to_numpy()
+    still = np.isin(labels, ["t0_s01", "t1_s01"])
+    assert np.allclose(registered.obsm["spatial_3d"][still], series.obsm["spatial_3d"][still])
+    assert not np.allclose(registered.obsm["spatial_3d"][~still, :2], series.obsm["spatial_3d"][~still, :2])
 
 
 @pytest.mark.parametrize("loss", ["poisson", "nb"])
@@ -252,3 +269,23 @@ def test_selection_candidates_carry_registration(misaligned):
         f = ntf.tl.fit(moved, layer="lognorm", seed=0, progress=False, device="cpu", config=config)
     assert f.info.get("resolution_selection") and f.config.network.register_sections
     assert len(f.section_poses()) == 5
+
+
+def test_the_overlay_plot_shows_each_moved_section_on_its_neighbour(registered, misaligned):
+    _, moved, _, _ = misaligned
+    fig = ntf.pl.section_poses(registered, moved)
+    titles = [a.text for a in fig.layout.annotations]
+    assert titles[:4] == ["s03 as given", "s04 as given", "s06 as given", "s07 as given"]  # the reference s05 is not shown
+    table = registered.section_poses().set_index("section")
+    assert f"{table.loc['s03', 'rotation_deg']:+.1f}°" in titles[4]
+    # s04's panel: s04 over s05 (its neighbour towards the reference), as given and moved by the poses
+    traces = [t for t in fig.data if t.xaxis in ("x2", "x6")]
+    as_given, registered_xy = traces[1], traces[3]
+    labels = moved.obs["section"].astype(str).to_numpy()
+    rows = labels == "s04"
+    assert np.allclose(np.sort(as_given.x), np.sort(moved.obsm["spatial_3d"][rows, 0]))
+    moved_by_pose = registered.register(moved).obsm["spatial_3d"][rows, 0]
+    assert np.allclose(np.sort(registered_xy.x), np.sort(moved_by_pose))
+    assert np.allclose(np.sort(traces[0].x), np.sort(moved.obsm["spatial_3d"][labels == "s05", 0]))
+    with pytest.raises(ValueError, match="no pose"):
+        ntf.pl.section_poses(registered, moved, sections=["nope"])

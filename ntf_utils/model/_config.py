@@ -244,7 +244,7 @@ class TrainingConfig(_Part):
     smoothness: float = 0.0
     section_penalty: float = 0.1
     section_psf: float = 0.0
-    registration_lr: float = 0.02
+    registration_lr: float = 0.05
     registration_coarse_to_fine: float = 0.5
     validation_fraction: float = 0.05
     eval_every: int = 100

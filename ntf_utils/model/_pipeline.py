@@ -131,7 +131,7 @@ def plan_fit(source: CellSource, config: NTFConfig, *, seed: int, validation) ->
     config = config.replace(network={"section_effects": bool(effects)})
     register = config.network.register_sections
     if register:
-        _check_registration(survey, source.n_input_dims)
+        _check_registration(survey)
     coded = effects or register  # cells carry section codes for either
     held_out = source.hold_out(config, seed, validation)
     stats = source.target_stats(config.training.loss, held_out)
@@ -146,7 +146,7 @@ def plan_fit(source: CellSource, config: NTFConfig, *, seed: int, validation) ->
                    seconds=time.perf_counter() - started, extra=source.plan_facts())
 
 
-def _check_registration(survey, n_input_dims: int) -> None:
+def _check_registration(survey) -> None:
     """Refuse ``register_sections`` where this version cannot apply it, with the fix."""
     if len(survey.sections) < 2:
         raise ValueError("config.network.register_sections=True needs cells in at least two labelled sections "
@@ -156,10 +156,6 @@ def _check_registration(survey, n_input_dims: int) -> None:
         raise ValueError("config.network.register_sections=True needs the sections' in-plane geometry, which "
                          "this cell source does not provide (a streamed fit_atlas store); fit in memory with "
                          "ntf.tl.fit or pass register_sections=False")
-    if n_input_dims == 4:
-        raise ValueError("config.network.register_sections=True does not support a time axis yet (one reference "
-                         "section cannot anchor every stage); fit without time_key, or align the sections "
-                         "beforehand (ntf.pp.align_sections) and pass register_sections=False")
 
 
 def _plan_on_rank0(source, config, seed, validation, rank, world) -> FitPlan:
@@ -256,7 +252,8 @@ class FitRun:
         if self.network.poses is not None:
             planes = np.asarray(self.plan.sections_xy, dtype=np.float64)
             self.network.poses.set_geometry(planes[:, :2], planes[:, 2], self.plan.transform,
-                                            self.plan.sampling.spacing[0])
+                                            self.plan.sampling.spacing[0],
+                                            stage=planes[:, 3] if planes.shape[1] == 4 else None)
         self.network.to(self.device)
         init_output_bias(self.network, config, self.plan.stats)
         model = _forward_model(self.network, config, self.device, self.world, compile, amp)

@@ -11,7 +11,8 @@ with ``c_s`` the section's in-plane centroid. The motion is rigid in original un
 is anisotropic (a different scale per axis, :class:`~._coords.CoordinateTransform`), so unit-cube
 offsets are scaled to original units, rotated, and scaled back. One section (the middle one by z)
 is the reference and never moves: a rigid motion of the whole stack together with the field would
-otherwise leave the loss unchanged. Rows without a training section (code -1: held-out and new
+otherwise leave the loss unchanged. With a time axis each stage has its own reference (sections of
+different stages are different embryos: they are not registered to each other). Rows without a training section (code -1: held-out and new
 sections, and every query of the field) are not moved.
 
 Parameters are in units of the in-plane cell spacing: the translation directly, the rotation as the
@@ -48,7 +49,8 @@ class SectionPoses(nn.Module):
     n_sections
         Training sections (in section-code order).
     section_z
-        ``(n_sections,)`` z of each section: the middle one by z is the fixed reference.
+        ``(n_sections,)`` z of each section: the middle one by z is the fixed reference
+        (:meth:`set_geometry` can name one per stage instead).
 
     Notes
     -----
@@ -58,10 +60,8 @@ class SectionPoses(nn.Module):
 
     def __init__(self, n_sections: int, section_z=None) -> None:
         super().__init__()
-        z = np.zeros(n_sections) if section_z is None else np.asarray(section_z, dtype=np.float64)
-        free = np.ones(n_sections, dtype=np.float32)
-        if n_sections:
-            free[np.argsort(z, kind="stable")[(n_sections - 1) // 2]] = 0.0
+        self._z = np.zeros(n_sections) if section_z is None else np.asarray(section_z, dtype=np.float64)
+        free = _free_sections(self._z, np.zeros(n_sections))
         self.rotation = nn.Parameter(torch.zeros(n_sections))  # arc at the RMS radius, in spacings
         self.shift = nn.Parameter(torch.zeros(n_sections, 2))  # in spacings
         self.register_buffer("free", torch.from_numpy(free))  # 0: the reference section
@@ -77,14 +77,17 @@ class SectionPoses(nn.Module):
 
     @property
     def reference(self) -> int:
-        """Code of the reference section (-1 without sections)."""
+        """Code of the (first) reference section (-1 without sections)."""
         fixed = torch.nonzero(self.free == 0).flatten()
         return int(fixed[0]) if len(fixed) else -1
 
     @torch.no_grad()
-    def set_geometry(self, centre, radius, transform, spacing: float) -> None:
+    def set_geometry(self, centre, radius, transform, spacing: float, stage=None) -> None:
         """Centroid ``(n, 2)`` and RMS radius ``(n,)`` of each section (original units), the
-        :class:`~._coords.CoordinateTransform` and the in-plane spacing."""
+        :class:`~._coords.CoordinateTransform` and the in-plane spacing; with ``stage`` ``(n,)`` (the
+        time of each section) one reference per stage, the middle section by z of each."""
+        if stage is not None and len(stage):
+            self.free.copy_(torch.from_numpy(_free_sections(self._z, np.asarray(stage, dtype=np.float64))))
         self.centre.copy_(torch.as_tensor(np.asarray(centre, dtype=np.float64).reshape(-1, 2)))
         self.radius.copy_(torch.as_tensor(np.maximum(np.asarray(radius, dtype=np.float64), 1e-12)))
         self.origin.copy_(torch.as_tensor(np.asarray(transform.center[:2], dtype=np.float64)))
@@ -132,6 +135,15 @@ class SectionPoses(nn.Module):
             "centre_x": centre[:, 0], "centre_y": centre[:, 1],
             "reference": (self.free == 0).cpu().numpy(),
         })
+
+
+def _free_sections(z: np.ndarray, stage: np.ndarray) -> np.ndarray:
+    """``(n,)`` float32: 0 for the reference of each stage (its middle section by z), 1 elsewhere."""
+    free = np.ones(len(z), dtype=np.float32)
+    for value in np.unique(stage):
+        members = np.flatnonzero(stage == value)
+        free[members[np.argsort(z[members], kind="stable")[(len(members) - 1) // 2]]] = 0.0
+    return free
 
 
 def level_weights(progress: float, n_levels: int, fraction: float) -> torch.Tensor:

@@ -49,7 +49,8 @@ class Survey:
         Median z of each of ``sections``.
     section_xy
         ``[centre_x, centre_y, rms_radius]`` of each of ``sections`` in the plane, original units
-        (the pivot and size of its pose when registering; empty where unknown).
+        (the pivot and size of its pose when registering; empty where unknown); with a time axis a
+        fourth entry, the section's median time (its stage).
     """
 
     sampling: Sampling
@@ -114,12 +115,16 @@ class CellSource:
 
 
 def _section_planes(coords: np.ndarray, labels: np.ndarray, names: list) -> list:
-    """``[centre_x, centre_y, rms_radius]`` of the cells of each section in ``names`` (original units)."""
+    """``[centre_x, centre_y, rms_radius]`` of the cells of each section in ``names`` (original units),
+    and with a time column (``coords`` ``(n, 4)``) the section's median time."""
     xy = pd.DataFrame(coords[:, :2], columns=["x", "y"])
     centre = xy.groupby(labels).mean().loc[names]
     offset = xy.to_numpy() - centre.loc[labels].to_numpy()
     radius = np.sqrt(pd.Series((offset**2).sum(1)).groupby(labels).mean().loc[names].to_numpy())
-    return [[float(x), float(y), float(r)] for (x, y), r in zip(centre.to_numpy(), radius)]
+    planes = np.column_stack([centre.to_numpy(), radius])
+    if coords.shape[1] == 4:
+        planes = np.column_stack([planes, pd.Series(coords[:, 3]).groupby(labels).median().loc[names].to_numpy()])
+    return planes.astype(float).tolist()
 
 
 def prepare_targets(coords, values, mask, transform, loss: str, stats: dict, normalize: str | None = None):

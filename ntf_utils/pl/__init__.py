@@ -9,6 +9,7 @@ Every function takes data that already exists (an AnnData, a ``Volume``, arrays)
 - :func:`gradient_arrows`: gradient vectors as cones.
 - :func:`virtual_vs_real`: a predicted section next to the measured one.
 - :func:`section_effects`: a field's learned per-section technical effects (heatmap).
+- :func:`section_poses`: each section on its neighbour before and after registration inside the fit.
 - :func:`interval_width`, :func:`trust_map`: calibrated intervals (``tl.prediction_intervals``) in 3D and
   against the distance from the sections.
 - :func:`explore`: gene dropdown + z and threshold sliders over a FigureWidget.
@@ -21,6 +22,7 @@ from ._domains import domains_3d
 from ._explore import explore
 from ._export import save_html, save_png
 from ._gradient import gradient_arrows
+from ._poses import section_poses
 from ._section_effects import section_effects
 from ._uncertainty import interval_width, trust_map
 from ._volume import slice_plane, volume_3d
@@ -34,6 +36,7 @@ __all__ = [
     "gradient_arrows",
     "virtual_vs_real",
     "section_effects",
+    "section_poses",
     "interval_width",
     "trust_map",
     "explore",
