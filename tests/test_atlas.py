@@ -8,16 +8,19 @@ import tracemalloc
 
 import anndata as ad
 import numpy as np
+import pandas as pd
 import pytest
 import scipy.sparse as sp
 import torch
 import zarr
+from scipy.spatial import cKDTree
 
-from ntf_utils import NTFConfig, pp, tl
+from ntf_utils import NTFConfig, NTFField, datasets, pp, tl
 from ntf_utils.atlas import (
     AtlasStore,
     FastForward,
     StreamingCells,
+    _store_source,
     atlas_model,
     compile_available,
     fit_atlas,
@@ -27,7 +30,10 @@ from ntf_utils.atlas import (
     write_synthetic_atlas,
 )
 from ntf_utils.atlas._render_zarr import ngff_space_unit
+from ntf_utils.atlas._store_source import StoreSource, StreamingOptions
 from ntf_utils.model._network import FieldNetwork
+from ntf_utils.model._pipeline import plan_fit
+from ntf_utils.model._sources import AnnDataSource
 
 QUICK = NTFConfig(training={"steps": 300, "batch_size": 512, "eval_every": 50})
 TINY = QUICK.replace(training={"steps": 10})
@@ -423,3 +429,111 @@ def test_string_names_are_read_from_anndata_nullable_string_groups(tmp_path):
     plain = root.create_array("plain", data=np.array(["a", "b"]))
     assert _strings(root["_index"]) == ["g0", "g1", "g2"]
     assert _strings(plain) == ["a", "b"]
+
+
+# -- sections in a streamed fit: registration and section effects ------------------------------
+SECTIONED = NTFConfig(network={"section_effects": False},
+                      training={"steps": 40, "batch_size": 512, "eval_every": 20})
+
+
+def _write_stack(path, adata, chunk=250):
+    """``adata`` with its log-normalised values as dense ``X``, written as a zarr store."""
+    a = adata.copy()
+    a.X = np.asarray(a.layers["lognorm"], dtype=np.float32)
+    for key in list(a.layers):
+        del a.layers[key]
+    a.write_zarr(path, chunks=(chunk, a.n_vars))
+    return path
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    """Five sections of a synthetic embryo, the section categories stored out of sorted order."""
+    adata = datasets.synthetic_embryo(n_sections=5, cells_per_section=300, n_genes=8, seed=1)
+    pp.log_normalize(adata)
+    adata.obs["section"] = adata.obs["section"].cat.reorder_categories(["s03", "s00", "s04", "s02", "s01"])
+    return adata, _write_stack(tmp_path_factory.mktemp("stack") / "stack.zarr", adata)
+
+
+def _surveys(adata, path, time_key=None, seed=0):
+    memory = AnnDataSource(adata, layer="lognorm", spatial_key="spatial_3d", time_key=time_key, loss="mse")
+    streamed = StoreSource(AtlasStore(path, time_key=time_key), normalize=None, target_sum=None,
+                           options=StreamingOptions(), loss="mse")
+    return memory.survey(seed), streamed.survey(seed)
+
+
+@pytest.mark.parametrize("case", ["exact", "subsample_medians", "time_axis"])
+def test_streamed_survey_has_the_in_memory_sections(stack, tmp_path, monkeypatch, case):
+    adata, path = stack
+    time_key = None
+    if case == "subsample_medians":  # z varies too much to count: medians of the sampling subsample
+        monkeypatch.setattr(_store_source, "MAX_TALLIED_VALUES", 0)
+    if case == "time_axis":
+        adata = datasets.synthetic_timeseries(n_times=2, n_sections=3, cells_per_section=60, n_genes=4, seed=0)
+        pp.log_normalize(adata)
+        path, time_key = _write_stack(tmp_path / "t.zarr", adata, chunk=50), "time"
+    memory, streamed = _surveys(adata, path, time_key)
+    assert streamed.sections == memory.sections and len(memory.sections) == (6 if time_key else 5)
+    np.testing.assert_allclose(streamed.section_z, memory.section_z)
+    np.testing.assert_allclose(streamed.section_xy, memory.section_xy)
+    assert np.shape(streamed.section_xy) == (len(memory.sections), 4 if time_key else 3)
+
+
+def test_streamed_cells_carry_the_in_memory_section_codes(stack, tmp_path):
+    """Training and validation cells: each cell's code in the plan's sections, -1 without a section;
+    an empty category is no section."""
+    adata = stack[0].copy()
+    adata.obs["section"] = adata.obs["section"].cat.add_categories(["s99"]).astype(object)
+    adata.obs.loc[adata.obs_names[::50], "section"] = np.nan
+    adata.obs["section"] = adata.obs["section"].astype("category")
+    path = _write_stack(tmp_path / "codes.zarr", adata)
+    config = SECTIONED.replace(network={"section_effects": True}, training={"validation_fraction": 0.1})
+    source = StoreSource(AtlasStore(path), normalize=None, target_sum=None, options=StreamingOptions(), loss="mse")
+    plan = plan_fit(source, config, seed=0, validation=None)
+    assert plan.sections == ["s00", "s01", "s02", "s03", "s04"] and len(plan.held_out) == round(0.1 * adata.n_obs)
+    memory = AnnDataSource(adata, layer="lognorm", spatial_key="spatial_3d", time_key=None, loss="mse")
+    expected = memory.training_cells(plan, rank=0, world=1, device=torch.device("cpu"), seed=0).section.numpy()
+    assert (expected == -1).sum() == len(adata.obs_names[::50]) and set(expected) == {-1, 0, 1, 2, 3, 4}
+    rows = cKDTree(plan.transform.to_unit(adata.obsm["spatial_3d"]).astype(np.float32))
+    with source.training_cells(plan, rank=0, world=1, device=torch.device("cpu"), seed=0) as cells:
+        u, *_, section = cells.batch(cells.sample_index(torch.Generator().manual_seed(0), 800), torch.device("cpu"))
+    assert section.dtype == torch.int64
+    np.testing.assert_array_equal(section.numpy(), expected[rows.query(u.numpy())[1]])
+    validation = source.validation_cells(plan, None)
+    np.testing.assert_array_equal(validation.section.numpy(), expected[plan.held_out])
+
+
+def test_streamed_fit_registers_sections(stack, tmp_path):
+    adata, path = stack
+    config = SECTIONED.replace(network={"register_sections": True})
+    field = fit_atlas(path, config=config, device="cpu", progress=False)
+    assert field.info["steps_run"] == 40 and field.info["sections"] == field.sections
+    table = field.section_poses()
+    z = adata.obs.groupby("section", observed=True)["z"].median()
+    assert list(table["section"]) == field.sections == sorted(z.index)
+    assert list(table.loc[table["reference"], "section"]) == [z.sort_values().index[2]]  # the middle one by z
+    moving = table[~table["reference"]]
+    assert (moving["rotation_deg"].abs() > 0).all() and (moving[["shift_x", "shift_y"]].abs().to_numpy() > 0).all()
+    assert field.section_effects().empty
+    loaded = NTFField.load(field.save(tmp_path / "f.ntf"))
+    pd.testing.assert_frame_equal(loaded.section_poses(), table)
+    coords = adata.obsm["spatial_3d"][:5]
+    assert np.array_equal(loaded.predict(coords, section="s01"), field.predict(coords, section="s01"))
+
+
+def test_streamed_fit_learns_section_effects(stack, tmp_path):
+    path = stack[1]
+    field = fit_atlas(path, config=SECTIONED.replace(network={"section_effects": True}), device="cpu",
+                      progress=False)
+    table = field.section_effects()
+    assert len(table) == 5 * 8 and set(table["section"]) == set(field.sections) == {f"s0{k}" for k in range(5)}
+    assert table["offset"].abs().max() > 0 and field.section_poses().empty
+    loaded = NTFField.load(field.save(tmp_path / "f.ntf"))
+    pd.testing.assert_frame_equal(loaded.section_effects(), table)
+
+
+@pytest.mark.parametrize("network", [{"register_sections": True}, {"section_effects": True}])
+def test_streamed_sections_need_labelled_sections(stack, network):
+    with pytest.raises(ValueError, match="at least two labelled sections"):
+        fit_atlas(stack[1], section_key=None, config=SECTIONED.replace(network=network), device="cpu",
+                  progress=False)

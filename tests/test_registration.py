@@ -148,11 +148,12 @@ def registered(misaligned):
 
 
 def test_registration_recovers_the_misalignment_and_predicts_better(misaligned, registered):
-    """Measured (seed 0, 500 steps, CPU): applied rotations 4.6, 5.3, 4.9, 2.0 degrees, left after
-    registration 0.6, 0.6, 0.4, 0.5; applied shifts 1.0, 2.2, 2.6, 1.1 spacings, left 0.4, 0.5,
-    0.5, 1.4 (the end section s07 is the worst). Pearson with the truth between sections: aligned
-    stack 0.934, misaligned 0.908, registered 0.929. Other misalignment seeds recover the shifts as
-    well but not every rotation (``docs/model.md``), so the bar is half of the applied error."""
+    """Measured (seed 0, 500 steps, CPU, ``registration_lr=0.05``): applied rotations 4.5, 5.3, 4.9,
+    2.0 degrees, left after registration 1.7, 1.3, 0.8, 2.2; applied shifts 1.0, 2.2, 2.6, 1.1
+    spacings, left 0.6, 0.7, 0.3, 0.9. Pearson with the truth between sections: aligned stack 0.934,
+    misaligned 0.908, registered 0.928. Five sections near the end of a short body change shape fast
+    along z: started from the true alignment, the poses drift by 1-2 degrees, so the bar is half of
+    the applied error (the benchmark's interior stack is measured in ``benchmarks/registration.py``)."""
     aligned, moved, truth, spacing = misaligned
     table = registered.section_poses().set_index("section")
     assert bool(table.loc[REFERENCE, "reference"]) and table.loc[REFERENCE, "rotation_deg"] == 0
@@ -289,3 +290,17 @@ def test_the_overlay_plot_shows_each_moved_section_on_its_neighbour(registered, 
     assert np.allclose(np.sort(traces[0].x), np.sort(moved.obsm["spatial_3d"][labels == "s05", 0]))
     with pytest.raises(ValueError, match="no pose"):
         ntf.pl.section_poses(registered, moved, sections=["nope"])
+
+
+def test_poses_larger_than_a_residual_misalignment_are_reported():
+    from ntf_utils.model._poses import warn_large_poses
+
+    table = pd.DataFrame({"section": ["a", "b", "c"], "rotation_deg": [0.0, 2.0, -31.7],
+                          "shift_x": [0.0, 1.0, 0.5], "shift_y": [0.0, 0.0, 0.0]})
+    with pytest.warns(UserWarning, match=r"moved 1 of 3 sections.*c by -31.7 degrees.*register_sections=False"):
+        warn_large_poses(table, spacing=1.0)
+    with pytest.warns(UserWarning, match=r"b by 2.0 degrees and 4.0 spacings"):
+        warn_large_poses(table.iloc[:2], spacing=0.25)  # a shift of 4 spacings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        warn_large_poses(table.iloc[:2], spacing=1.0)  # within 10 degrees and 3 spacings: silent

@@ -90,6 +90,9 @@ def fit_atlas(
     The streamed fit does not choose the grid resolution on held-out sections (that needs several
     fits of the data): it uses ``config.encoding.resolution_scale`` as given, and a config with
     ``selection.enabled=True`` is refused. ``batch_size`` is per process in a distributed fit.
+    Per-section technical effects (``network.section_effects``) and in-plane registration
+    (``network.register_sections``) work as in :func:`ntf_utils.tl.fit`, on the sections of
+    ``section_key``: the streamed cells carry their section codes.
     """
     config = config_with_overrides(config, steps, batch_size, loss)
     if config.selection.enabled:

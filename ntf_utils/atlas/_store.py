@@ -106,6 +106,7 @@ class AtlasStore:
                 root = zarr.open_group(str(self.path), mode="r")
         self.root = root
         self.layer, self.spatial_key, self.time_key = layer, spatial_key, time_key
+        self.section_key = section_key
         self.units = _read_units(root)
 
         if layer is None:
@@ -234,11 +235,15 @@ class AtlasStore:
         return np.asarray(self._codes[start:stop], dtype=np.int64)
 
     def read_rows(self, rows: np.ndarray, what: str = "values") -> np.ndarray:
-        """Scattered rows (sorted or not), read block by block: only the blocks holding them."""
+        """Scattered rows (sorted or not), read block by block: only the blocks holding them.
+
+        ``what`` is ``"values"``, ``"coords"``, ``"mask"`` or ``"sections"`` (the section codes).
+        """
         rows = np.asarray(rows, dtype=np.int64)
         order = np.argsort(rows, kind="stable")
         sorted_rows = rows[order]
-        reader = {"values": self.read_values, "coords": self.read_coords, "mask": self.read_mask}[what]
+        reader = {"values": self.read_values, "coords": self.read_coords, "mask": self.read_mask,
+                  "sections": self.read_sections}[what]
         parts = []
         for a, b in self.blocks():
             lo, hi = np.searchsorted(sorted_rows, [a, b])

@@ -2,15 +2,17 @@
 
 Three steps of a fit need all the data at once; :class:`StoreSource` answers them by streaming:
 
-1. **Survey** (bounds, section spacing, in-plane spacing): one pass over the coordinates and
-   section codes (``24 + 1`` bytes per cell) for exact bounds and section z values, and a
+1. **Survey** (bounds, section spacing, in-plane spacing, the sections): one pass over the
+   coordinates and section codes (``24 + 1`` bytes per cell) for exact bounds and section z values,
+   each section's geometry (:class:`SectionTally`: centroid, RMS radius, median z and time) and a
    per-section subsample of about 2,000 cells, on which :func:`~ntf_utils.model._coords.measure_sampling`
    runs with the full section sizes (so the in-plane spacing is scaled to the full density).
 2. **Target statistics** (library size, per-gene mean and standard deviation): from up to
    ``stats_cells`` cells in whole random blocks (all cells when the atlas is smaller), in float64.
 3. **Training cells**: :class:`~ntf_utils.atlas.StreamingCells`, a bounded buffer of blocks
    refreshed in the background (each ``torchrun`` rank streams its own shard of blocks);
-   validation cells are a fixed random set held out of training.
+   validation cells are a fixed random set held out of training. With section effects or
+   registration both carry each cell's training section code, as in-memory cells do.
 """
 
 from __future__ import annotations
@@ -20,17 +22,19 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .._anndata import log1p_rows
+from .._anndata import log1p_rows, read_sections
 from .._constants import Key
 from ..model._coords import Sampling, measure_sampling
+from ..model._section_effects import section_codes
 from ..model._sources import CellSource, Survey, prepare_targets, read_validation, to_cells
 from ._store import AtlasStore
 from ._streaming import StreamingCells, memory_bound
 
-__all__ = ["StreamingOptions", "StoreSource", "shard_blocks"]
+__all__ = ["StreamingOptions", "StoreSource", "SectionTally", "section_lookup", "shard_blocks"]
 
 SAMPLING_CELLS_PER_SECTION = 2000  # cells per section whose spacing measure_sampling measures
 SUPPORT_CELLS = 100_000  # the support's size, as model._sources.MAX_SUPPORT_POINTS
+MAX_TALLIED_VALUES = 100_000  # distinct (section, z or time) pairs counted for exact medians
 NORMALIZE = (None, "log1p")
 
 
@@ -69,6 +73,106 @@ class StreamingOptions:
     max_validation_cells: int = 20_000
 
 
+# -- the sections' geometry ------------------------------------------------------------------
+class SectionTally:
+    """Per-section geometry of a store, accumulated block by block in the coordinate pass.
+
+    Sums of x, y and ``x^2 + y^2`` per section code give each section's centroid and RMS radius
+    about it (``sqrt(mean(x^2 + y^2) - |centroid|^2)``, about a fixed origin for precision), and
+    counts of its distinct z (and time) values its exact median, as
+    :meth:`~ntf_utils.model._sources.AnnDataSource.survey` computes from all cells. Sectioned data
+    have a few distinct z per section; past ``MAX_TALLIED_VALUES`` distinct pairs (z varying within
+    sections) the counting stops and the medians come from the per-section sampling subsample.
+
+    Parameters
+    ----------
+    n_codes
+        Section codes ``0 .. n_codes - 1`` (the store's categories, and a last one for no section).
+    n_dims
+        Coordinate columns: 3, or 4 with time (whose median is each section's stage).
+    """
+
+    def __init__(self, n_codes: int, n_dims: int) -> None:
+        self.n_codes = n_codes
+        self.sums = np.zeros((n_codes, 3))  # x, y, x^2 + y^2 about origin
+        self.origin = None
+        self.median_columns = (2, 3) if n_dims == 4 else (2,)
+        self.counts: dict | None = {}  # (column, code, value) -> cells; None once capped
+
+    def add(self, coords: np.ndarray, codes: np.ndarray) -> None:
+        """Count the cells ``coords`` (original units) of section ``codes``."""
+        if self.origin is None:
+            self.origin = coords[0, :2].copy() if len(coords) else np.zeros(2)
+        xy = coords[:, :2] - self.origin
+        for k, weights in enumerate((xy[:, 0], xy[:, 1], (xy**2).sum(1))):
+            self.sums[:, k] += np.bincount(codes, weights=weights, minlength=self.n_codes)[: self.n_codes]
+        if self.counts is not None:
+            self._count_values(coords, codes)
+
+    def _count_values(self, coords, codes) -> None:
+        for column in self.median_columns:
+            pairs, counts = np.unique(np.column_stack([codes, coords[:, column]]), axis=0, return_counts=True)
+            for (code, value), count in zip(pairs.tolist(), counts.tolist()):
+                key = (column, int(code), value)
+                self.counts[key] = self.counts.get(key, 0) + count
+        if len(self.counts) > MAX_TALLIED_VALUES:
+            self.counts = None
+
+    def planes(self, codes: list[int], cells: np.ndarray) -> np.ndarray:
+        """``(len(codes), 3)`` centre x, centre y and RMS radius of the sections ``codes``."""
+        n = np.maximum(cells[codes], 1)[:, None]
+        mean = self.sums[codes] / n
+        radius = np.sqrt(np.maximum(mean[:, 2] - (mean[:, :2] ** 2).sum(1), 0.0))
+        return np.column_stack([mean[:, :2] + self.origin, radius])
+
+    def medians(self, column: int, codes: list[int], sample: np.ndarray, sample_codes: np.ndarray) -> list:
+        """Median of coordinate ``column`` in each section of ``codes``: exact from the counted
+        values, or of the sampling subsample (``sample``, ``sample_codes``) past the cap."""
+        if self.counts is None:
+            return [float(np.median(sample[sample_codes == code, column])) for code in codes]
+        by_code: dict = {}
+        for (col, code, value), count in self.counts.items():
+            if col == column:
+                by_code.setdefault(code, []).append((value, count))
+        return [_median_of_counts(np.array(by_code[code])) for code in codes]
+
+
+def _median_of_counts(value_counts: np.ndarray) -> float:
+    """Median of values given as ``(value, count)`` rows (the mean of the middle two for an even total)."""
+    value_counts = value_counts[np.argsort(value_counts[:, 0])]
+    cumulative = np.cumsum(value_counts[:, 1])
+    total = int(cumulative[-1])
+    middle = np.searchsorted(cumulative, [(total - 1) // 2, total // 2], side="right")
+    return float(value_counts[middle, 0].mean())
+
+
+def _survey_sections(store: AtlasStore, cp: dict) -> tuple[list, list, list]:
+    """Sorted names of the store's sections that hold cells, their median z and their planes
+    (``[centre_x, centre_y, rms_radius]``, and the median time with a time column); cells without a
+    section are no section."""
+    if not store.has_sections:
+        return [], [], []
+    tally, cells = cp["tally"], cp["counts"]
+    held = {str(name): code for code, name in enumerate(store.section_names) if cells[code] > 0}
+    names = sorted(held)
+    codes = [held[name] for name in names]
+    medians = tally.medians(2, codes, cp["coords"], cp["codes"])
+    planes = tally.planes(codes, cells)
+    if store.n_input_dims == 4:
+        planes = np.column_stack([planes, tally.medians(3, codes, cp["coords"], cp["codes"])])
+    return names, medians, planes.astype(float).tolist()
+
+
+def section_lookup(store: AtlasStore, names: list) -> np.ndarray | None:
+    """Training code (index into ``names``, -1: not a training section) of each of the store's
+    section categories, then a last -1 that store code -1 (no section) picks; ``None`` without
+    ``names`` or without sections in the store."""
+    if not names or not store.has_sections:
+        return None
+    codes = section_codes(np.asarray(store.section_names, dtype=object), list(names))
+    return np.append(codes, -1).astype(np.int64)
+
+
 # -- passes over the store -------------------------------------------------------------------
 def _coordinate_pass(store: AtlasStore, seed: int) -> dict:
     """Exact bounds and section z; the measure_sampling and support subsamples."""
@@ -89,9 +193,12 @@ def _coordinate_pass(store: AtlasStore, seed: int) -> dict:
     z_values: set = set()
     z_capped = False
     picked, picked_codes, support = [], [], []
+    tally = SectionTally(n_sec, store.n_input_dims)
     for a, b in blocks:
         coords = store.read_coords(a, b)
         codes = _codes(store, a, b, n_sec) if store.has_sections else np.zeros(b - a, dtype=np.int64)
+        if store.has_sections:
+            tally.add(coords, codes)
         lo, hi = np.minimum(lo, coords.min(0)), np.maximum(hi, coords.max(0))
         if not z_capped:
             z_values.update(np.unique(coords[:, 2]).tolist())
@@ -103,6 +210,7 @@ def _coordinate_pass(store: AtlasStore, seed: int) -> dict:
     return {
         "lo": lo, "hi": hi, "counts": counts, "z_values": None if z_capped else np.array(sorted(z_values)),
         "coords": np.concatenate(picked), "codes": np.concatenate(picked_codes), "support": np.concatenate(support),
+        "tally": tally,
     }
 
 
@@ -227,7 +335,7 @@ class StoreSource(CellSource):
         sampling = measure_sampling(cp["coords"], sections, seed=seed, full_counts=full_counts)
         sampling = Sampling(lo=cp["lo"], hi=cp["hi"], spacing=sampling.spacing)
         self._sampling_cells = int(len(cp["coords"]))
-        return Survey(sampling, sections is not None, cp["z_values"], cp["support"])
+        return Survey(sampling, sections is not None, cp["z_values"], cp["support"], *_survey_sections(self.store, cp))
 
     def hold_out(self, config, seed: int, validation) -> np.ndarray:
         self._survey_blocks = _survey_blocks(self.store, self.options.stats_cells, seed)
@@ -265,14 +373,16 @@ class StoreSource(CellSource):
                              "needs at least one; pass a smaller block_rows or use fewer processes")
         mine = shard_blocks(self.blocks, rank, world, seed) if world > 1 else self.blocks
         store, opts = self.store, self.options
+        # every rank maps its own shard's codes: plan.sections is the same on all of them
+        lookup = section_lookup(store, plan.sections)
         row_bytes = 4 * (store.n_input_dims + store.n_vars + (1 if plan.config.training.loss != "mse" else 0)
-                         + (store.n_vars if store.has_mask else 0))
+                         + (store.n_vars if store.has_mask else 0)) + (8 if lookup is not None else 0)
         cache_blocks = max(2, int(opts.cache_bytes // (self._rows_per_block() * row_bytes)))
-        self._mine, self._count_loss = mine, plan.config.training.loss != "mse"
+        self._mine, self._count_loss, self._coded = mine, plan.config.training.loss != "mse", lookup is not None
         return StreamingCells(store, self._prepare(plan), blocks=mine, cache_blocks=cache_blocks,
                               batch_size=plan.config.training.batch_size, reuse=opts.reuse, exclude=plan.held_out,
                               seed=seed + 1000 * rank, device=device, prefetch=opts.prefetch, readers=opts.readers,
-                              deterministic=opts.deterministic)
+                              deterministic=opts.deterministic, section_lookup=lookup)
 
     def _rows_per_block(self) -> int:
         return max(b - a for a, b in self.blocks)
@@ -282,12 +392,16 @@ class StoreSource(CellSource):
         if len(plan.held_out):
             store, rows = self.store, plan.held_out
             mask = store.read_rows(rows, "mask") if store.has_mask else None
-            return to_cells(*prepare(store.read_rows(rows, "coords"), store.read_rows(rows, "values"), mask))
+            lookup = section_lookup(store, plan.sections)
+            codes = None if lookup is None else lookup[store.read_rows(rows, "sections")]
+            return to_cells(*prepare(store.read_rows(rows, "coords"), store.read_rows(rows, "values"), mask), codes)
         if validation is None or validation is False:
             return None
-        coords, values = read_validation(validation, self.var_names, self.store.layer, self.store.spatial_key,
-                                         self.store.time_key)
-        return to_cells(*prepare(coords, values, None))
+        store = self.store
+        coords, values = read_validation(validation, self.var_names, store.layer, store.spatial_key, store.time_key)
+        # as AnnDataSource: cells of training sections with their effect, others at the reference level
+        labels = None if store.section_key is None else read_sections(validation, store.section_key)
+        return to_cells(*prepare(coords, values, None), section_codes(labels, plan.sections))
 
     def fingerprint(self, config, seed: int, validation, world: int) -> str:
         """Store shape/genes/encoding, a sample of its content, config, seed and streaming setup."""
@@ -310,7 +424,8 @@ class StoreSource(CellSource):
             "buffer_bytes": cells.buffer_bytes, "refresh_every": cells.refresh_every,
             "blocks_loaded": cells.blocks_loaded, "swaps_skipped": cells.swaps_skipped,
             "memory_bound_bytes": memory_bound(rows, store.n_vars, store.n_input_dims, cells.cache_blocks,
-                                               cells.prefetch, 4, self._count_loss, store.has_mask, cells.readers),
+                                               cells.prefetch, 4, self._count_loss, store.has_mask, cells.readers,
+                                               self._coded),
             "readers": cells.readers,
             "normalize": self.normalize, **plan.extra,
         }

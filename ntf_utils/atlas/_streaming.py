@@ -4,7 +4,8 @@
 ``train()`` loop only needs ``__len__``, ``sample_index`` and ``batch``):
 
 * the buffer holds ``cache_blocks`` blocks of ``block_rows`` cells (one store chunk each), already
-  transformed into training tensors (unit-cube coordinates, standardised targets) and kept on the
+  transformed into training tensors (unit-cube coordinates, standardised targets, and the training
+  section code of each cell when the field has per-section effects or poses) and kept on the
   training device;
 * each step draws a minibatch uniformly from the cells in the buffer;
 * every ``refresh_every`` steps the oldest block is replaced by the next one of a shuffled block
@@ -30,23 +31,27 @@ import torch
 
 __all__ = ["StreamingCells", "memory_bound"]
 
-# Prepared block: (u, target, log_size or None, mask or None) as float32 arrays.
+# Prepared block: (u, target, log_size or None, mask or None) as float32 tensors, then the int64
+# section codes or None.
 Prepared = tuple
 
 
 def memory_bound(block_rows: int, n_genes: int, n_dims: int, cache_blocks: int, prefetch: int,
-                 raw_itemsize: int = 4, log_size: bool = False, mask: bool = False, readers: int = 1) -> int:
+                 raw_itemsize: int = 4, log_size: bool = False, mask: bool = False, readers: int = 1,
+                 sections: bool = False) -> int:
     """Upper bound in bytes of the streaming data path's memory.
 
-    ``(cache_blocks + prefetch + 1) * block_rows * row_bytes + readers * block_rows * n_genes * (raw_itemsize + 8)``
-    with ``row_bytes = 4 * (n_dims + n_genes [+ 1 log size] [+ n_genes mask])``: the buffer, the
+    ``(cache_blocks + prefetch + 1) * block_rows * row_bytes + readers * block_rows * reader_bytes``
+    with ``row_bytes = 4 * (n_dims + n_genes [+ 1 log size] [+ n_genes mask]) [+ 8 section code]``
+    and ``reader_bytes = n_genes * (raw_itemsize + 8) [+ 16 section codes]``: the buffer, the
     prepared blocks waiting (or being prepared) plus the one being swapped in, and each reader's
     temporaries for one block (the decompressed chunk, its float32 copy and the row totals and
-    scratch of the transform). It does not depend on the number of cells in the store.
+    scratch of the transform; the store's and the training's section codes). It does not depend on
+    the number of cells in the store.
     """
-    row_bytes = 4 * (n_dims + n_genes + (1 if log_size else 0) + (n_genes if mask else 0))
-    return int((cache_blocks + prefetch + 1) * block_rows * row_bytes
-               + max(1, readers) * block_rows * n_genes * (raw_itemsize + 8))
+    row_bytes = 4 * (n_dims + n_genes + (1 if log_size else 0) + (n_genes if mask else 0)) + (8 if sections else 0)
+    reader_bytes = n_genes * (raw_itemsize + 8) + (16 if sections else 0)
+    return int((cache_blocks + prefetch + 1) * block_rows * row_bytes + max(1, readers) * block_rows * reader_bytes)
 
 
 class StreamingCells:
@@ -83,15 +88,22 @@ class StreamingCells:
     deterministic
         Swap blocks at fixed steps, waiting for the reader if needed (reproducible); ``False``
         swaps only when the next block is ready.
+    section_lookup
+        ``None``: the cells carry no section codes. Else the training section code (index into
+        the plan's sections, -1 for none) of each of the store's section categories, followed by
+        a last entry -1 that cells without a section (store code -1) pick: see
+        :func:`~ntf_utils.atlas._store_source.section_lookup`.
     """
 
     def __init__(self, store, prepare: Callable, *, blocks: list[tuple[int, int]], cache_blocks: int = 16,
                  batch_size: int = 4096, reuse: float = 1.0, exclude: np.ndarray | None = None, seed: int = 0,
-                 device="cpu", prefetch: int = 2, readers: int = 1, deterministic: bool = True) -> None:
+                 device="cpu", prefetch: int = 2, readers: int = 1, deterministic: bool = True,
+                 section_lookup: np.ndarray | None = None) -> None:
         if not blocks:
             raise ValueError("no blocks to stream: the store (or this rank's shard) is empty")
         self.store = store
         self.prepare = prepare
+        self.section_lookup = None if section_lookup is None else np.asarray(section_lookup, dtype=np.int64)
         self.blocks = list(blocks)
         self.exclude = np.zeros(0, np.int64) if exclude is None else np.asarray(exclude, dtype=np.int64)
         self.device = torch.device(device)
@@ -133,20 +145,29 @@ class StreamingCells:
             yield from (self.blocks[i] for i in rng.permutation(len(self.blocks)))
             epoch += 1
 
+    def _section_codes(self, a: int, b: int) -> np.ndarray | None:
+        """Training section codes of rows ``[a, b)``, or ``None`` when the cells carry none."""
+        if self.section_lookup is None:
+            return None
+        return self.section_lookup[self.store.read_sections(a, b)]  # store code -1 picks the last entry, -1
+
     def _load(self, block) -> Prepared:
         a, b = block
         coords = self.store.read_coords(a, b)
         values = self.store.read_values(a, b)
         mask = self.store.read_mask(a, b)
+        section = self._section_codes(a, b)
         lo, hi = np.searchsorted(self.exclude, [a, b])
         if hi > lo:
             keep = np.ones(b - a, dtype=bool)
             keep[self.exclude[lo:hi] - a] = False
             coords, values = coords[keep], values[keep]
             mask = None if mask is None else mask[keep]
+            section = None if section is None else section[keep]
         out = self.prepare(coords, values, mask)
         del coords, values, mask
         tensors = tuple(None if x is None else torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)) for x in out)
+        tensors += (None if section is None else torch.from_numpy(np.ascontiguousarray(section, dtype=np.int64)),)
         if self.device.type == "cuda":
             tensors = tuple(None if t is None else t.pin_memory() for t in tensors)
         return tensors
@@ -186,22 +207,25 @@ class StreamingCells:
         rows = self.cache_blocks * self.block_rows
 
         def alloc(t):
-            return None if t is None else torch.empty((rows, t.shape[1]), dtype=torch.float32, device=self.device)
+            return None if t is None else torch.empty((rows, *t.shape[1:]), dtype=t.dtype, device=self.device)
 
-        self._u, self._target, self._log_size, self._mask = (alloc(t) for t in first)
+        self._u, self._target, self._log_size, self._mask, self._section = (alloc(t) for t in first)
         self._lengths = np.zeros(self.cache_blocks, dtype=np.int64)
         self._allocated = True
 
     def _put(self, slot: int, item: Prepared) -> None:
         n = item[0].shape[0]
         start = slot * self.block_rows
-        for dst, src in zip((self._u, self._target, self._log_size, self._mask), item):
+        for dst, src in zip(self._buffers(), item):
             if dst is not None:
                 dst[start : start + n].copy_(src, non_blocking=True)
         self._inflight = item  # pinned sources must outlive asynchronous copies
         self._lengths[slot] = n
         self._refresh_offsets()
         self.blocks_loaded += 1
+
+    def _buffers(self) -> tuple:
+        return self._u, self._target, self._log_size, self._mask, self._section
 
     def _refresh_offsets(self) -> None:
         self._cum = torch.from_numpy(np.cumsum(self._lengths))
@@ -241,8 +265,7 @@ class StreamingCells:
     @property
     def buffer_bytes(self) -> int:
         """Bytes held by the buffer tensors."""
-        return sum(t.numel() * t.element_size() for t in (self._u, self._target, self._log_size, self._mask)
-                   if t is not None)
+        return sum(t.numel() * t.element_size() for t in self._buffers() if t is not None)
 
     def sample_index(self, generator: torch.Generator, batch_size: int) -> torch.Tensor:
         """Buffer positions of one minibatch (uniform over the buffered cells)."""
@@ -258,14 +281,15 @@ class StreamingCells:
     def batch(self, index: torch.Tensor, device: torch.device):
         """The buffered cells at ``index`` on ``device``: ``(u, target, log_size, mask, section)``.
 
-        Streamed cells carry no section codes (a streamed field has no section effects).
+        ``section`` is the int64 training section code of each cell (-1: none), or ``None`` when
+        the field has neither section effects nor poses (no ``section_lookup``).
         """
         index = index.to(self.device, non_blocking=True)
 
         def take(t):
             return None if t is None else t.index_select(0, index).to(device, non_blocking=True)
 
-        return take(self._u), take(self._target), take(self._log_size), take(self._mask), None
+        return tuple(take(t) for t in self._buffers())
 
     # -- lifetime ---------------------------------------------------------------------------
     def close(self) -> None:
@@ -275,7 +299,7 @@ class StreamingCells:
             thread.join()
         self._threads = []
         self._ready.clear()
-        self._u = self._target = self._log_size = self._mask = self._inflight = None
+        self._u = self._target = self._log_size = self._mask = self._section = self._inflight = None
 
     def __enter__(self):
         return self

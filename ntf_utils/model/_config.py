@@ -177,7 +177,8 @@ class NetworkConfig(_Part):
         Learn an in-plane rotation and translation of every labelled training section with the field,
         the middle section by z fixed as the reference (:mod:`ntf_utils.model._poses`;
         ``field.section_poses()``, ``field.register(adata)``). Off by default: not yet measured on
-        real data. Needs at least two labelled sections and no time axis.
+        real data. Needs at least two labelled sections (with a time axis, one reference per stage);
+        works in streamed fits (:func:`ntf_utils.tl.fit_atlas`) as in :func:`ntf_utils.tl.fit`.
     """
 
     hidden_width: int = 128

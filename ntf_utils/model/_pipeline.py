@@ -21,6 +21,7 @@ from ._config import NTFConfig, resolve_config
 from ._coords import CoordinateTransform, Sampling
 from ._field import NTFField
 from ._network import FieldNetwork
+from ._poses import warn_large_poses
 from ._sources import MAX_SUPPORT_POINTS, CellSource
 from ._train import Training, TrainState
 
@@ -152,10 +153,9 @@ def _check_registration(survey) -> None:
         raise ValueError("config.network.register_sections=True needs cells in at least two labelled sections "
                          f"(obs[{Key.obs.section!r}]); found {len(survey.sections)}. Label the sections "
                          "(ntf.pp.stack_sections does) or pass register_sections=False")
-    if len(survey.section_xy) != len(survey.sections):
-        raise ValueError("config.network.register_sections=True needs the sections' in-plane geometry, which "
-                         "this cell source does not provide (a streamed fit_atlas store); fit in memory with "
-                         "ntf.tl.fit or pass register_sections=False")
+    if len(survey.section_xy) != len(survey.sections):  # a CellSource whose survey leaves section_xy out
+        raise ValueError("config.network.register_sections=True needs the sections' in-plane geometry "
+                         "(Survey.section_xy), which this cell source does not provide; pass register_sections=False")
 
 
 def _plan_on_rank0(source, config, seed, validation, rank, world) -> FitPlan:
@@ -315,6 +315,8 @@ class FitRun:
         info = _fit_info(self.source, plan, state, network, self.device, self.world, seconds,
                          self.train_seconds, self.train_cpu_seconds)
         info.update(extra)
+        if network.poses is not None:
+            warn_large_poses(network.poses.table(list(plan.sections)), plan.sampling.spacing[0])
         return NTFField(network, plan.config, plan.transform, list(self.source.var_names), plan.stats["mean"],
                         plan.stats["std"], plan.support, state.history, info)
 

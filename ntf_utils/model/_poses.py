@@ -27,6 +27,7 @@ finer levels are faded in one after another (:func:`level_weights`).
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -36,9 +37,11 @@ from torch import nn
 from .._anndata import read_coords, read_sections
 from .._constants import Key
 
-__all__ = ["SectionPoses", "level_weights", "apply_poses"]
+__all__ = ["SectionPoses", "level_weights", "apply_poses", "warn_large_poses"]
 
 TABLE_COLUMNS = ["section", "rotation_deg", "shift_x", "shift_y", "centre_x", "centre_y", "reference"]
+# a residual misalignment after ntf.pp.align_sections: the range the registration is measured on
+RESIDUAL_ROTATION_DEG, RESIDUAL_SHIFT_SPACINGS = 10.0, 3.0
 
 
 class SectionPoses(nn.Module):
@@ -135,6 +138,26 @@ class SectionPoses(nn.Module):
             "centre_x": centre[:, 0], "centre_y": centre[:, 1],
             "reference": (self.free == 0).cpu().numpy(),
         })
+
+
+def warn_large_poses(table: pd.DataFrame, spacing: float) -> None:
+    """Warn when a learned pose is larger than a residual misalignment (``RESIDUAL_*``).
+
+    On real spot data (HER2ST) a pose that large was the field explaining how sections differ by
+    moving them, and it lowered the held-out accuracy (``docs/model.md``): the user should know.
+    """
+    shift = np.hypot(table["shift_x"], table["shift_y"]) / spacing
+    large = (table["rotation_deg"].abs() > RESIDUAL_ROTATION_DEG) | (shift > RESIDUAL_SHIFT_SPACINGS)
+    if large.any():
+        worst = table.loc[large].assign(shift=shift[large]).iloc[0]
+        warnings.warn(
+            f"register_sections moved {int(large.sum())} of {len(table)} sections by more than a residual "
+            f"misalignment ({RESIDUAL_ROTATION_DEG:g} degrees or {RESIDUAL_SHIFT_SPACINGS:g} cell spacings), e.g. "
+            f"{worst['section']} by {worst['rotation_deg']:.1f} degrees and {worst['shift']:.1f} spacings. Poses this "
+            "large usually mean the field moved sections to explain how they differ (on HER2ST this lowered the "
+            "held-out accuracy). Align the sections first (ntf.pp.align_sections) and check the poses "
+            "(ntf.pl.section_poses), or fit with register_sections=False.",
+            UserWarning, stacklevel=3)
 
 
 def _free_sections(z: np.ndarray, stage: np.ndarray) -> np.ndarray:

@@ -44,7 +44,7 @@ class Survey:
     support
         Training coordinates (all, or a random subsample) for the tissue support.
     sections
-        Distinct section labels, sorted (empty when the cells carry none, or for streamed sources).
+        Distinct section labels, sorted (empty when the cells carry none).
     section_z
         Median z of each of ``sections``.
     section_xy

@@ -197,9 +197,7 @@ class Training:
                 self.generator.set_state(resumed["generator"])
                 self.best_weights = resumed.get("best_network")
                 self.state = TrainState(**resumed["state"])
-        import os
-        coded = network.section_effects.n_sections > 0 or (network.poses is not None and os.environ.get('REGPSF') == '1')
-        sigma = psf_sigmas(config, coded, network.encoding.n_input_dims)
+        sigma = psf_sigmas(config, network.section_effects.n_sections > 0, network.encoding.n_input_dims)
         self.sigma = None if sigma is None else sigma.to(device)
         self.bar = _progress_bar(config.training.steps, self.state.step, progress, description)
 
