@@ -47,7 +47,6 @@ import ntf_utils as ntf  # noqa: E402
 from benchmarks import inr_baselines as ib  # noqa: E402
 from benchmarks.run import PEERS_PYTHON, _rigid_fit, _run_paste, log  # noqa: E402
 from ntf_utils.datasets import synthetic_embryo_truth  # noqa: E402
-from ntf_utils.model._coords import measure_sampling  # noqa: E402
 
 OUT = ROOT / "benchmarks" / "results" / "registration.csv"
 PLAIN = {"selection": {"enabled": False}, "training": {"batch_size": 1024, "steps": 500}}
@@ -65,28 +64,6 @@ def synthetic_stack(n_kept: int = 10, cells: int = 800):
     adata.obs["section"] = adata.obs["section"].astype(str).astype("category")
     ntf.pp.log_normalize(adata)
     return adata, names[(n_kept - 1) // 2]
-
-
-def move_sections(adata, reference: str, seed: int):
-    """Every section but ``reference`` rotated by 1-10 degrees about its centroid and shifted by
-    0.5-3 cell spacings (random directions and signs); returns the moved copy and the spacing."""
-    rng = np.random.default_rng(seed)
-    coords = adata.obsm["spatial_3d"].copy()
-    labels = adata.obs["section"].astype(str).to_numpy()
-    spacing = float(measure_sampling(coords, labels).spacing[0])
-    for name in adata.obs["section"].cat.categories:
-        if name == reference:
-            continue
-        rows = labels == name
-        angle = np.radians(rng.uniform(1, 10) * rng.choice([-1, 1]))
-        direction = rng.uniform(0, 2 * np.pi)
-        shift = rng.uniform(0.5, 3) * spacing * np.array([np.cos(direction), np.sin(direction)])
-        centre = coords[rows, :2].mean(0)
-        rotation = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
-        coords[rows, :2] = (coords[rows, :2] - centre) @ rotation.T + centre + shift
-    moved = adata.copy()
-    moved.obsm["spatial_3d"] = coords
-    return moved, spacing
 
 
 def pose_errors(xy: np.ndarray, truth: np.ndarray, labels: np.ndarray, reference: str, spacing: float):
@@ -157,7 +134,8 @@ def synthetic_experiment(seeds, use_paste: bool) -> list[dict]:
     truth = aligned.obsm["spatial_3d"][:, :2]
     rows = []
     for seed in seeds:
-        moved, spacing = move_sections(aligned, reference, seed)
+        moved = ntf.datasets.misalign_sections(aligned, reference=reference, seed=seed)
+        spacing = moved.uns["ntf"]["misalignment"]["spacing"][0]
         methods = ["aligned", "none", "align_sections", "joint"] + (["paste"] if use_paste else [])
         for method in methods:
             started = time.perf_counter()

@@ -13,7 +13,6 @@ import torch
 import ntf_utils as ntf
 from ntf_utils.datasets import synthetic_embryo_truth
 from ntf_utils.model import CoordinateTransform, SectionPoses, apply_poses
-from ntf_utils.model._coords import measure_sampling
 from ntf_utils.model._poses import level_weights
 
 REFERENCE = "s05"  # the middle of the five kept sections
@@ -102,24 +101,12 @@ def _stack():
 
 def _misalign(adata, seed=0):
     """Rotate each section but the reference by 2-6 degrees about its centroid and shift it by 1-3
-    cell spacings; returns the stack and ``{section: (degrees, shift)}``."""
-    rng = np.random.default_rng(seed)
-    coords = adata.obsm["spatial_3d"].copy()
-    labels = adata.obs["section"].astype(str).to_numpy()
-    spacing = measure_sampling(coords, labels).spacing[0]
-    truth = {}
-    for name in sorted(set(labels) - {REFERENCE}):
-        rows = labels == name
-        angle = np.radians(rng.uniform(2, 6) * rng.choice([-1, 1]))
-        direction = rng.uniform(0, 2 * np.pi)
-        shift = rng.uniform(1, 3) * spacing * np.array([np.cos(direction), np.sin(direction)])
-        centre = coords[rows, :2].mean(0)
-        rot = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
-        coords[rows, :2] = (coords[rows, :2] - centre) @ rot.T + centre + shift
-        truth[name] = (np.degrees(angle), shift)
-    moved = adata.copy()
-    moved.obsm["spatial_3d"] = coords
-    return moved, truth, spacing
+    cell spacings; returns the stack, ``{section: (degrees, shift)}`` and the spacing."""
+    moved = ntf.datasets.misalign_sections(adata, rotation_deg=(2, 6), shift_spacings=(1, 3), reference=REFERENCE,
+                                           seed=seed)
+    table = pd.DataFrame(moved.uns["ntf"]["misalignment"])
+    truth = {row.section: (row.rotation_deg, np.array([row.shift_x, row.shift_y])) for row in table.itertuples()}
+    return moved, truth, float(table["spacing"].iloc[0])
 
 
 def _pearson_between_sections(field, aligned):
@@ -304,3 +291,34 @@ def test_poses_larger_than_a_residual_misalignment_are_reported():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         warn_large_poses(table.iloc[:2], spacing=1.0)  # within 10 degrees and 3 spacings: silent
+
+
+def test_misalign_sections_applies_known_rigid_motions_with_copy_semantics(misaligned):
+    aligned = misaligned[0]
+    before = aligned.obsm["spatial_3d"].copy()
+    moved = ntf.datasets.misalign_sections(aligned, rotation_deg=(1, 10), shift_spacings=(0.5, 3), seed=3)
+    assert np.array_equal(aligned.obsm["spatial_3d"], before) and "misalignment" not in aligned.uns.get("ntf", {})
+    table = pd.DataFrame(moved.uns["ntf"]["misalignment"])
+    assert list(table["section"]) == ["s03", "s04", "s06", "s07"]  # every section but the middle one
+    assert table["rotation_deg"].abs().between(1, 10).all()
+    shift = np.hypot(table["shift_x"], table["shift_y"]) / table["spacing"]
+    assert shift.between(0.5, 3).all()
+    after = moved.obsm["spatial_3d"]
+    labels = aligned.obs["section"].astype(str).to_numpy()
+    assert np.array_equal(after[labels == "s05"], before[labels == "s05"]) and np.array_equal(after[:, 2], before[:, 2])
+    for row in table.itertuples():  # rigid: distances within the section are kept, and the table undoes it
+        rows = labels == row.section
+        d0 = np.linalg.norm(before[rows, None, :2] - before[None, rows, :2], axis=-1)
+        d1 = np.linalg.norm(after[rows, None, :2] - after[None, rows, :2], axis=-1)
+        assert np.allclose(d0, d1)
+    undo = pd.DataFrame({"section": table["section"], "rotation_deg": -table["rotation_deg"],
+                         "shift_x": 0.0, "shift_y": 0.0})
+    centre = np.column_stack([table["centre_x"] + table["shift_x"], table["centre_y"] + table["shift_y"]])
+    undo["centre_x"], undo["centre_y"] = centre[:, 0], centre[:, 1]
+    undo["shift_x"], undo["shift_y"] = -table["shift_x"], -table["shift_y"]
+    back = apply_poses(moved, undo)
+    assert np.allclose(back.obsm["spatial_3d"], before)
+    with pytest.raises(ValueError, match="ranges"):
+        ntf.datasets.misalign_sections(aligned, rotation_deg=(5, 1))
+    with pytest.raises(ValueError, match="not a section"):
+        ntf.datasets.misalign_sections(aligned, reference="s99")
