@@ -12,8 +12,8 @@ Two experiments (issue #17):
     ``align_sections`` (``ntf.pp.align_sections`` then a plain fit), ``paste`` (PASTE's pairwise
     alignment, then a plain fit), ``joint`` (``align_sections`` then a fit with
     ``register_sections=True``), and ``aligned`` (the unmoved stack: the bar). Errors are against the
-    true alignment, per moved section (mean and max): the rotation left and the mean displacement of
-    its cells in cell spacings. ``heldout_pearson``: mean per-gene Pearson with the noise-free truth
+    true alignment, per moved section (mean and max): the rotation left, the translation left (the
+    offset of the section's centroid) and the mean displacement of its cells, in cell spacings. ``heldout_pearson``: mean per-gene Pearson with the noise-free truth
     half-way between the sections, where no cell was measured.
 ``real``
     The unaligned HER2ST patient A sections and the four Stahl breast-cancer layers: each interior
@@ -67,20 +67,22 @@ def synthetic_stack(n_kept: int = 10, cells: int = 800):
 
 
 def pose_errors(xy: np.ndarray, truth: np.ndarray, labels: np.ndarray, reference: str, spacing: float):
-    """Per moved section: rotation left (degrees) and mean cell displacement (spacings) against the
-    truth, after bringing the reference onto its true place (PASTE returns its own frame)."""
+    """Per moved section, against the truth: the rotation left (degrees), the translation left (the
+    centroid's offset) and the mean displacement of its cells (both in spacings), after bringing the
+    reference onto its true place (PASTE returns its own frame)."""
     ref = labels == reference
     rotation, shift = _rigid_fit(xy[ref], truth[ref])
     xy = xy @ rotation + shift
-    degrees, displacement = [], []
+    degrees, translation, displacement = [], [], []
     for name in np.unique(labels):
         if name == reference:
             continue
         rows = labels == name
         rot, _ = _rigid_fit(xy[rows], truth[rows])
         degrees.append(abs(np.degrees(np.arctan2(rot[0, 1], rot[0, 0]))))
+        translation.append(float(np.linalg.norm(xy[rows].mean(0) - truth[rows].mean(0))) / spacing)
         displacement.append(float(np.linalg.norm(xy[rows] - truth[rows], axis=1).mean()) / spacing)
-    return np.array(degrees), np.array(displacement)
+    return np.array(degrees), np.array(translation), np.array(displacement)
 
 
 def pearson_between_sections(field, aligned) -> float:
@@ -148,15 +150,17 @@ def synthetic_experiment(seeds, use_paste: bool) -> list[dict]:
             field = fit(data, method == "joint", PLAIN)
             seconds, fit_seconds = time.perf_counter() - started, time.perf_counter() - fit_started
             xy = field.register(data).obsm["spatial_3d"][:, :2] if method == "joint" else data.obsm["spatial_3d"][:, :2]
-            degrees, displacement = pose_errors(xy, truth, labels, reference, spacing)
+            degrees, translation, displacement = pose_errors(xy, truth, labels, reference, spacing)
             row = {"experiment": "synthetic", "dataset": "synthetic_embryo", "method": method, "seed": seed,
                    "rotation_error_deg": degrees.mean(), "max_rotation_error_deg": degrees.max(),
+                   "shift_error_spacings": translation.mean(), "max_shift_error_spacings": translation.max(),
                    "displacement_spacings": displacement.mean(), "max_displacement_spacings": displacement.max(),
                    "heldout_pearson": pearson_between_sections(field, aligned), "seconds": seconds,
                    "fit_seconds": fit_seconds}
             rows.append(row)
             log(f"synthetic seed {seed} {method:<15} rotation {row['rotation_error_deg']:.2f} deg (max "
-                f"{row['max_rotation_error_deg']:.2f}), displacement {row['displacement_spacings']:.2f} spacings, "
+                f"{row['max_rotation_error_deg']:.2f}), shift {row['shift_error_spacings']:.2f} spacings (max "
+                f"{row['max_shift_error_spacings']:.2f}), displacement {row['displacement_spacings']:.2f}, "
                 f"Pearson {row['heldout_pearson']:.3f}, {seconds:.0f} s")
     return rows
 

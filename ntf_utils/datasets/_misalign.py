@@ -55,8 +55,6 @@ def misalign_sections(
         section ``s``'s motion (as ``field.section_poses()`` reports it) rotates by ``-theta_s`` and
         shifts by ``-t_s``.
     """
-    from ..model._coords import measure_sampling
-
     if not 0 <= rotation_deg[0] <= rotation_deg[1] or not 0 <= shift_spacings[0] <= shift_spacings[1]:
         raise ValueError(f"rotation_deg and shift_spacings must be ranges (low, high) with 0 <= low <= high, got "
                          f"{rotation_deg!r} and {shift_spacings!r}")
@@ -68,7 +66,7 @@ def misalign_sections(
     reference = z.index[(len(z) - 1) // 2] if reference is None else str(reference)
     if reference not in z.index:
         raise ValueError(f"reference {reference!r} is not a section; the sections are {list(z.index)}")
-    spacing = float(measure_sampling(coords[:, :3], labels, seed=seed).spacing[0])
+    spacing = _in_plane_spacing(coords[:, :2], labels)
     rng = np.random.default_rng(seed)
     rows_out = []
     for name in z.index:
@@ -88,3 +86,12 @@ def misalign_sections(
     target.obsm[spatial_key] = coords
     target.uns.setdefault(Key.uns.ntf, {})["misalignment"] = pd.DataFrame(rows_out).to_dict(orient="list")
     return target if copy else None
+
+
+def _in_plane_spacing(xy: np.ndarray, labels: np.ndarray) -> float:
+    """Median distance from each cell to its nearest neighbour in the same section (the fit's spacing)."""
+    from scipy.spatial import cKDTree
+
+    distances = [cKDTree(xy[labels == name]).query(xy[labels == name], k=2)[0][:, 1]
+                 for name in np.unique(labels) if (labels == name).sum() > 1]
+    return float(np.median(np.concatenate(distances))) if distances else 1.0
