@@ -176,8 +176,10 @@ class NetworkConfig(_Part):
     register_sections
         Learn an in-plane rotation and translation of every labelled training section with the field,
         the middle section by z fixed as the reference (:mod:`ntf_utils.model._poses`;
-        ``field.section_poses()``, ``field.register(adata)``). Off by default: not yet measured on
-        real data. Needs at least two labelled sections (with a time axis, one reference per stage);
+        ``field.section_poses()``, ``field.register(adata)``, ``ntf.pl.section_poses``). Off by
+        default: after ``ntf.pp.align_sections`` it removes two thirds of the residual misalignment
+        of synthetic sections, but lowers the held-out accuracy on real ST sections, whose
+        neighbours agree too little (``docs/model.md``; ``benchmarks/registration.py``). Needs at least two labelled sections (with a time axis, one reference per stage);
         works in streamed fits (:func:`ntf_utils.tl.fit_atlas`) as in :func:`ntf_utils.tl.fit`.
     """
 
