@@ -45,7 +45,7 @@ sys.path.insert(0, str(ROOT))
 
 import ntf_utils as ntf  # noqa: E402
 from benchmarks import inr_baselines as ib  # noqa: E402
-from benchmarks.run import PEERS_PYTHON, _rigid_fit, _run_paste, log  # noqa: E402
+from benchmarks.run import PEERS_PYTHON, _rigid_fit, _run_paste, log, stacked_spots  # noqa: E402
 from ntf_utils.datasets import synthetic_embryo_truth  # noqa: E402
 
 OUT = ROOT / "benchmarks" / "results" / "registration.csv"
@@ -107,9 +107,9 @@ def paste_xy(adata) -> tuple[np.ndarray, float]:
     """PASTE's pairwise alignment of the sections of a stack, in their category order."""
     names = list(adata.obs["section"].cat.categories)
     labels = adata.obs["section"].astype(str).to_numpy()
+    matrix = adata.X.toarray() if hasattr(adata.X, "toarray") else np.asarray(adata.X)
     xy = [adata.obsm["spatial_3d"][labels == n, :2] for n in names]
-    counts = [np.asarray(adata[labels == n].X.todense() if hasattr(adata.X, "todense") else adata[labels == n].X)
-              for n in names]
+    counts = [matrix[labels == n] for n in names]
     aligned, seconds = _run_paste(xy, counts)
     out = np.zeros((adata.n_obs, 2))
     for name, values in zip(names, aligned):
@@ -172,10 +172,7 @@ def real_stack(name: str):
     """The unaligned sections of a real set, stacked one spot pitch apart, empty spots dropped."""
     sections = (ntf.datasets.her2st("A", source="shipped") if name == "breast_her2st_A"
                 else ntf.datasets.breast_cancer_stahl(source="shipped"))
-    adata = ntf.pp.stack_sections(sections, z_key="z")
-    adata = adata[np.asarray(adata.X.sum(1)).ravel() > 0].copy()
-    ntf.pp.log_normalize(adata)
-    return adata
+    return stacked_spots(sections)
 
 
 def neighbour_agreement(stack) -> float:

@@ -142,17 +142,21 @@ def log(msg: str) -> None:
 # ------------------------------------------------------------------------------------------------
 # data
 # ------------------------------------------------------------------------------------------------
-def _aligned_stack(load_sections):
-    """Spot sections aligned with ``pp.align_sections``, stacked at their z, empty spots dropped
-    (a handful have no counts in the shipped genes), log-normalised into layer "lognorm"."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        aligned = ntf.pp.align_sections(load_sections(), copy=True)
-    adata = ntf.pp.stack_sections(aligned, z_key="z")
+def stacked_spots(sections):
+    """Spot sections stacked at their z, empty spots dropped (a handful have no counts in the
+    shipped genes), log-normalised into layer "lognorm"."""
+    adata = ntf.pp.stack_sections(sections, z_key="z")
     totals = np.asarray(adata.X.sum(1)).ravel()
     adata = adata[totals > 0].copy()
     ntf.pp.log_normalize(adata)
     return adata
+
+
+def _aligned_stack(load_sections):
+    """:func:`stacked_spots` of the sections aligned with ``pp.align_sections``."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return stacked_spots(ntf.pp.align_sections(load_sections(), copy=True))
 
 
 def load_dataset(name: str, cfg: dict):

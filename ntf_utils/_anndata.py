@@ -135,6 +135,15 @@ def read_sections(adata, section_key: str = Key.obs.section) -> np.ndarray | Non
     return adata.obs[section_key].astype(str).to_numpy()
 
 
+def sections_in_order(labels: np.ndarray, z: np.ndarray, stage: np.ndarray | None = None) -> pd.DataFrame:
+    """One row per section: ``section``, its median ``z`` and ``stage`` (its first time, or 0), sorted
+    by stage, then z, then name: the serial order of the sections (per stage with a time axis)."""
+    frame = pd.DataFrame({"section": np.asarray(labels).astype(str), "z": z,
+                          "stage": np.zeros(len(z)) if stage is None else stage})
+    table = frame.groupby("section", sort=False).agg(z=("z", "median"), stage=("stage", "first")).reset_index()
+    return table.sort_values(["stage", "z", "section"], kind="stable").reset_index(drop=True)
+
+
 def gene_positions(available: Sequence[str], genes, where: str) -> np.ndarray | None:
     """Column indices of ``genes`` within ``available`` (``None``: all genes, returned as None).
 

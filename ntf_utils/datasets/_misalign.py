@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .._anndata import read_coords, read_sections
+from .._anndata import read_coords, read_sections, sections_in_order
 from .._constants import Key
 
 __all__ = ["misalign_sections"]
@@ -62,14 +62,14 @@ def misalign_sections(
     if labels is None:
         raise KeyError(f"obs[{Key.obs.section!r}] not found: stack the sections first (ntf.pp.stack_sections)")
     coords = read_coords(adata, spatial_key, n_cols=(3, 4)).copy()
-    z = pd.Series(coords[:, 2]).groupby(labels).median().sort_values(kind="stable")
-    reference = z.index[(len(z) - 1) // 2] if reference is None else str(reference)
-    if reference not in z.index:
-        raise ValueError(f"reference {reference!r} is not a section; the sections are {list(z.index)}")
+    names = list(sections_in_order(labels, coords[:, 2])["section"])
+    reference = names[(len(names) - 1) // 2] if reference is None else str(reference)
+    if reference not in names:
+        raise ValueError(f"reference {reference!r} is not a section; the sections are {names}")
     spacing = _in_plane_spacing(coords[:, :2], labels)
     rng = np.random.default_rng(seed)
     rows_out = []
-    for name in z.index:
+    for name in names:
         if name == reference:
             continue
         rows = labels == name

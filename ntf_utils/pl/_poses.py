@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._anndata import coords_with_time, read_sections
+from .._anndata import read_sections, read_time, sections_in_order
 from .._constants import Key
 from ._utils import axis_label, check_adata, coords_3d, subsample, units_of
 
@@ -58,9 +58,10 @@ def section_poses(field, adata, *, sections=None, max_points: int = 1500, n_cols
         raise ValueError(f"{len(missing)} of the field's sections are not in adata ({missing[:3]}...): pass the "
                          "cells the field was fitted to")
     before = coords_3d(adata)
-    after = field.register(adata).obsm[Key.obsm.spatial_3d]
+    after = field.register(adata[:, :0]).obsm[Key.obsm.spatial_3d]  # no genes: only coordinates are copied
     time_key = field.info.get("time_key") if field.n_input_dims == 4 else None
-    order = _sections_by_z(table, coords_with_time(adata, Key.obsm.spatial_3d, time_key), labels)
+    stage = read_time(adata, time_key) if time_key is not None else None
+    order = [s for s in sections_in_order(labels, before[:, 2], stage)["section"] if s in table.index]
     chosen = [s for s in order if not table.loc[s, "reference"]] if sections is None else [str(s) for s in sections]
     unknown = [s for s in chosen if s not in table.index]
     if unknown:
@@ -91,7 +92,7 @@ def section_poses(field, adata, *, sections=None, max_points: int = 1500, n_cols
                               row=row + offset, col=col)
     unit = units_of(adata, units)
     fig.update_xaxes(title_text=axis_label("x", unit), showticklabels=False)
-    fig.update_yaxes(title_text=axis_label("y", unit), showticklabels=False, scaleanchor="x", scaleratio=1)
+    fig.update_yaxes(title_text=axis_label("y", unit), showticklabels=False)
     for index in range(1, n_rows * n_cols + 1):  # equal aspect in every panel
         fig.update_yaxes(scaleanchor=f"x{index if index > 1 else ''}", row=(index - 1) // n_cols + 1,
                          col=(index - 1) % n_cols + 1)
@@ -99,15 +100,6 @@ def section_poses(field, adata, *, sections=None, max_points: int = 1500, n_cols
                       template="plotly_white", height=300 * n_rows + 80, width=max(600, 280 * n_cols),
                       legend={"itemsizing": "constant"})
     return fig
-
-
-def _sections_by_z(table, coords: np.ndarray, labels: np.ndarray) -> list[str]:
-    """The field's sections ordered by their median z (time first when the field has a time axis)."""
-    keys = []
-    for name in table.index:
-        rows = coords[labels == name]
-        keys.append((float(np.median(rows[:, 3])) if rows.shape[1] > 3 else 0.0, float(np.median(rows[:, 2])), name))
-    return [name for *_, name in sorted(keys)]
 
 
 def _neighbour_towards_reference(order: list[str], name: str, table) -> str:

@@ -18,7 +18,7 @@ from dataclasses import field as dataclass_field
 import numpy as np
 import pandas as pd
 
-from .._anndata import dense_float32, read_coords, read_matrix, read_sections, read_time
+from .._anndata import dense_float32, read_coords, read_matrix, read_sections, read_time, sections_in_order
 from .._constants import Key
 from .._docs import doc_adata, doc_genes, doc_params, doc_seed, doc_spatial_key, doc_time_key
 from .._validate import check_coords
@@ -236,11 +236,8 @@ def _section_table(adata, spatial_key: str, time_key: str | None) -> pd.DataFram
     if labels is None or len(np.unique(labels)) < 2:
         raise ValueError("prediction intervals are calibrated on held-out whole sections: adata needs "
                          "obs['section'] with at least 2 sections (ntf_utils.pp.stack_sections)")
-    z = read_coords(adata, spatial_key)[:, 2]
-    stage = read_time(adata, time_key) if time_key is not None else np.zeros(len(z))
-    frame = pd.DataFrame({"section": labels.astype(str), "z": z, "stage": stage})
-    table = frame.groupby("section", sort=False).agg(z=("z", "median"), stage=("stage", "first")).reset_index()
-    return table.sort_values(["stage", "z", "section"], kind="stable").reset_index(drop=True)
+    stage = read_time(adata, time_key) if time_key is not None else None
+    return sections_in_order(labels, read_coords(adata, spatial_key)[:, 2], stage)
 
 
 def _spacing(table: pd.DataFrame) -> float:
