@@ -97,11 +97,15 @@ def test_validation_split_uses_training_sections_only(split):
 
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory):
-    """``benchmarks/run.py --quick`` (accuracy part only), called in-process."""
+    """``benchmarks/run.py --quick`` (accuracy part only), called in-process.
+
+    The memory part (a fresh process per method) is left to
+    :func:`test_peak_memory_child_reports_its_fit`, which runs one such child.
+    """
     from benchmarks import run
 
     out = tmp_path_factory.mktemp("bench")
-    results = run.main(["--quick", "--out", str(out), "--threads", "1", "--skip", "throughput", "peers"])
+    results = run.main(["--quick", "--out", str(out), "--threads", "1", "--skip", "throughput", "peers", "memory"])
     return out, results
 
 
@@ -136,6 +140,22 @@ def test_quick_benchmark_accuracy_orderings(quick_run):
     df = tl.evaluate_sections({"mean": mean}, test, layer="lognorm", truth_layer=truth_layer, ssim=False)
     mean_rmse = tl.summarize_evaluation(df).set_index("method").loc["mean", "rmse_mean"]
     assert third.loc["ntf", "rmse"] < 0.8 * mean_rmse
+
+
+def test_peak_memory_child_reports_its_fit():
+    """One child of ``run.peak_memory`` (the field, quick settings): its report parses and its fit
+    raised the process's high-water mark."""
+    import json
+    import subprocess
+
+    if not Path("/proc/self/status").exists():
+        pytest.skip("VmHWM needs Linux /proc")
+    root = Path(__file__).resolve().parents[1]
+    cmd = [sys.executable, str(root / "benchmarks" / "run.py"), "--child-memory", "ntf", "--threads", "1", "--quick"]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True, cwd=root)
+    report = json.loads(out.stdout.strip().splitlines()[-1])
+    assert report["method"] == "ntf"
+    assert report["peak_rss_mb"] > report["rss_before_mb"] > 50
 
 
 def test_peak_memory_of_a_child_process_excludes_its_parent():
