@@ -139,6 +139,38 @@ def test_resume_from_checkpoint_continues_the_same_run(small, tmp_path, monkeypa
         tl.fit(small, layer="lognorm", config=QUICK, seed=2, progress=False, checkpoint_dir=ck)
 
 
+def test_kept_weights_average_the_checks_up_to_the_best_one(small):
+    """``average_from``: the field keeps the mean of the weights at the validation checks from that
+    fraction of the steps up to the best check (Polyak averaging inside the early-stopping window);
+    ``None`` keeps the best check's weights alone."""
+    from ntf_utils.model._pipeline import FitRun
+    from ntf_utils.model._sources import AnnDataSource
+
+    def checks(average_from):
+        config = QUICK.replace(training={"steps": 200, "average_from": average_from, "patience": 100},
+                               selection={"enabled": False})
+        source = AnnDataSource(small, layer="lognorm", spatial_key="spatial_3d", time_key=None, loss="mse")
+        run = FitRun(source, config, seed=0, progress=False)
+        seen = {}
+        for step in range(50, 201, 50):
+            run.advance(step)
+            seen[step] = {k: v.detach().clone() for k, v in run.network.state_dict().items()}
+        field = run.finish()
+        return seen, field.network.state_dict(), run.state
+
+    seen, kept, state = checks(0.3)  # checks at 100, 150, 200 are averaged (60 steps = 0.3 of 200)
+    window = [step for step in seen if 60 <= step <= state.best_step]
+    assert len(window) >= 2, state.history  # measured: best check at step 200, window 100-200
+    name = "decoder.weight"
+    expected = torch.stack([seen[step][name] for step in window]).mean(0)
+    torch.testing.assert_close(kept[name], expected, rtol=1e-5, atol=1e-6)
+    assert not torch.equal(kept[name], seen[state.best_step][name])  # an average, not one of the checks
+    seen, kept, state = checks(None)
+    torch.testing.assert_close(kept[name], seen[state.best_step][name], rtol=0, atol=0)
+    with pytest.raises(ValueError, match="average_from"):
+        NTFConfig(training={"average_from": 1.5})
+
+
 def test_count_losses_fit_counts(small):
     for loss in ("poisson", "nb"):
         f = tl.fit(small, layer="counts", loss=loss, config=QUICK, progress=False)

@@ -231,6 +231,10 @@ class TrainingConfig(_Part):
         where it lies (0: all levels from the start).
     validation_fraction
         Cells held out for early stopping when no validation data is given (0 disables).
+    average_from
+        Polyak weight averaging: from this fraction of the steps on, the weights at every validation
+        check enter a running average, and the field keeps the average up to the best check instead
+        of that check's weights alone (``None``: no averaging; no effect without validation cells).
     eval_every, patience
         Steps between validation checks; checks without improvement before stopping early.
     checkpoint_every
@@ -250,6 +254,7 @@ class TrainingConfig(_Part):
     registration_lr: float = 0.05
     registration_coarse_to_fine: float = 0.5
     validation_fraction: float = 0.05
+    average_from: float | None = 0.3
     eval_every: int = 100
     patience: int = 8
     checkpoint_every: int = 500
@@ -269,6 +274,9 @@ class TrainingConfig(_Part):
                 raise ValueError(f"TrainingConfig.{name} must be >= 0, got {getattr(self, name)}")
         if not self.registration_lr > 0:
             raise ValueError(f"TrainingConfig.registration_lr must be > 0, got {self.registration_lr}")
+        if self.average_from is not None and not 0 <= self.average_from <= 1:
+            raise ValueError(f"TrainingConfig.average_from must be a fraction of the steps in [0, 1] or None, "
+                             f"got {self.average_from!r}")
         if not 0 <= self.registration_coarse_to_fine <= 1:
             raise ValueError("TrainingConfig.registration_coarse_to_fine must be a fraction of the steps in [0, 1], "
                              f"got {self.registration_coarse_to_fine}")

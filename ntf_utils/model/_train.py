@@ -74,6 +74,7 @@ class TrainState:
     bad_evals: int = 0
     history: list = field(default_factory=list)  # dicts: step, loss, val_loss
     stopped_early: bool = False
+    averaged: int = 0  # validation checks in the running weight average
 
 
 def loss_fn(config: NTFConfig, network: FieldNetwork, output, target, log_size, mask):
@@ -187,7 +188,7 @@ class Training:
         self.model = network if model is None else model
         self.optimizer = make_optimizer(network, config)
         self.generator = torch.Generator().manual_seed(seed + 1)
-        self.state, self.best_weights = TrainState(), None
+        self.state, self.best_weights, self.average = TrainState(), None, None
         if checkpoint_dir is not None:
             ckpt.remove_stale_temporaries(checkpoint_dir)
             resumed = ckpt.load_training_checkpoint(checkpoint_dir, fingerprint)
@@ -196,6 +197,7 @@ class Training:
                 self.optimizer.load_state_dict(resumed["optimizer"])
                 self.generator.set_state(resumed["generator"])
                 self.best_weights = resumed.get("best_network")
+                self.average = resumed.get("average")
                 self.state = TrainState(**resumed["state"])
         sigma = psf_sigmas(config, network.section_effects.n_sections > 0, network.encoding.n_input_dims)
         self.sigma = None if sigma is None else sigma.to(device)
@@ -226,8 +228,9 @@ class Training:
             if self.validation is not None and (state.step % training.eval_every == 0
                                                 or state.step == training.steps):
                 record["val_loss"] = evaluate_loss(network, self.config, self.validation, self.device)
+                self._update_average()
                 if _improved(state, record["val_loss"], training.patience):
-                    self.best_weights = copy.deepcopy(network.state_dict())
+                    self.best_weights = copy.deepcopy(network.state_dict() if self.average is None else self.average)
             state.history.append(record)
             if self.bar is not None:
                 self.bar.update(1)
@@ -250,6 +253,25 @@ class Training:
         self.network.eval()
         return self.state
 
+    def _update_average(self) -> None:
+        """Add the weights to the running average once ``average_from`` of the steps have run.
+
+        The kept weights (``best_weights``) are then the average of the checks from there up to the
+        best one: Polyak averaging inside the early-stopping window, which smooths out what the last
+        steps fitted to single sections (``docs/model.md``, "Averaged weights").
+        """
+        start = self.config.training.average_from
+        if start is None or self.state.step < start * self.config.training.steps:
+            return
+        self.state.averaged += 1
+        weights = self.network.state_dict()
+        if self.average is None:
+            self.average = {k: v.detach().clone() for k, v in weights.items()}
+            return
+        for key, value in weights.items():
+            if value.is_floating_point() or value.is_complex():
+                self.average[key].add_(value.detach() - self.average[key], alpha=1.0 / self.state.averaged)
+
     def close_bar(self, note: str | None = None) -> None:
         """Close the progress bar (if any), with ``note`` in place of the loss figures."""
         if self.bar is not None:
@@ -259,7 +281,7 @@ class Training:
 
     def _save(self) -> None:
         _save(self.checkpoint_dir, self.network, self.optimizer, self.generator, self.best_weights, self.state,
-              self.fingerprint)
+              self.fingerprint, self.average)
 
 
 def _step_loss(model, network, config: NTFConfig, cells: TrainingCells, generator, device, sigma) -> torch.Tensor:
@@ -310,7 +332,7 @@ def _improved(state: TrainState, val: float, patience: int) -> bool:
     return False
 
 
-def _save(directory, network, optimizer, generator, best_weights, state, fingerprint) -> None:
+def _save(directory, network, optimizer, generator, best_weights, state, fingerprint, average=None) -> None:
     ckpt.save_training_checkpoint(
         directory,
         {
@@ -318,6 +340,7 @@ def _save(directory, network, optimizer, generator, best_weights, state, fingerp
             "optimizer": optimizer.state_dict(),
             "generator": generator.get_state(),
             "best_network": best_weights,
+            "average": average,
             "state": {k: v for k, v in vars(state).items()},
         },
         fingerprint,
