@@ -112,7 +112,9 @@ def test_same_seed_same_model_bitwise(small):
 
 
 def test_resume_from_checkpoint_continues_the_same_run(small, tmp_path, monkeypatch):
-    full = tl.fit(small, layer="lognorm", config=QUICK, seed=1, progress=False)
+    # with weight averaging on (from step 45), so that the running average is checkpointed and resumed too
+    config = QUICK.replace(training={"average_from": 0.3})
+    full = tl.fit(small, layer="lognorm", config=config, seed=1, progress=False)
     import ntf_utils.model._train as train_module
 
     real_lr_at = train_module.lr_at
@@ -126,17 +128,17 @@ def test_resume_from_checkpoint_continues_the_same_run(small, tmp_path, monkeypa
     ck = tmp_path / "run"
     monkeypatch.setattr(train_module, "lr_at", crash_at_120)
     with pytest.raises(KeyboardInterrupt):
-        tl.fit(small, layer="lognorm", config=QUICK, seed=1, progress=False, checkpoint_dir=ck)
+        tl.fit(small, layer="lognorm", config=config, seed=1, progress=False, checkpoint_dir=ck)
     monkeypatch.setattr(train_module, "lr_at", real_lr_at)
     assert torch.load(ck / "training_checkpoint.pt", weights_only=True)["state"]["step"] == 100
-    resumed = tl.fit(small, layer="lognorm", config=QUICK, seed=1, progress=False, checkpoint_dir=ck)
+    resumed = tl.fit(small, layer="lognorm", config=config, seed=1, progress=False, checkpoint_dir=ck)
     assert resumed.info["steps_run"] == 150
     assert resumed.info["resolution_selection"] == full.info["resolution_selection"]
     coords = small.obsm["spatial_3d"][:100]
     np.testing.assert_array_equal(resumed.predict(coords), full.predict(coords))
     # a different run in the same directory is an error, not a silent mix
     with pytest.raises(ValueError, match="different run"):
-        tl.fit(small, layer="lognorm", config=QUICK, seed=2, progress=False, checkpoint_dir=ck)
+        tl.fit(small, layer="lognorm", config=config, seed=2, progress=False, checkpoint_dir=ck)
 
 
 def test_kept_weights_average_the_checks_up_to_the_best_one(small):
