@@ -62,6 +62,7 @@ def main(argv=None) -> None:
     parser.add_argument("--fractions", default="0.5,0.25")
     parser.add_argument("--variants", default=None, help="JSON {name: NTFConfig keyword dict}")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=0, help="seed of every fit")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore")
@@ -78,7 +79,8 @@ def main(argv=None) -> None:
             fit_on, held = split
             for label, overrides in variants.items():
                 started = time.perf_counter()
-                field = ntf.tl.fit(fit_on, layer="lognorm", config=ntf.NTFConfig(**overrides), seed=0, progress=False)
+                field = ntf.tl.fit(fit_on, layer="lognorm", config=ntf.NTFConfig(**overrides), seed=args.seed,
+                                   progress=False)
                 per_section, pooled, rmse = score(field, held, truth_layer)
                 table = field.info.get("resolution_selection") or []
                 chosen = next((k + 1 for k, row in enumerate(table) if row["chosen"]), None)

@@ -38,7 +38,10 @@ def build_site() -> Path:
     BUILD_DIR.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, NTF_QUICK="1", NUMBA_NUM_THREADS=os.environ.get("NUMBA_NUM_THREADS", "1"))
     cache = BUILD_DIR / "jupyter_cache"
-    shutil.rmtree(cache, ignore_errors=True)  # a fresh execution every session, as nb_execution_mode=force
+    # a fresh execution every session, as nb_execution_mode=force; and no stale pages or error reports
+    # of an earlier build (Sphinx -E rebuilds every page but leaves files it no longer writes)
+    for stale in (cache, html, BUILD_DIR / "jupyter_execute"):
+        shutil.rmtree(stale, ignore_errors=True)
     start = time.perf_counter()
     execute_notebooks(cache, env)
     cmd = [
