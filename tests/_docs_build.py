@@ -9,13 +9,13 @@ import sys
 import time
 from pathlib import Path
 
-__all__ = ["REPO_ROOT", "BUILD_DIR", "build_site", "executed_notebook", "error_report"]
+__all__ = ["REPO_ROOT", "BUILD_DIR", "NOTEBOOKS", "build_site", "execute_notebooks", "executed_notebook",
+           "error_report"]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BUILD_DIR = REPO_ROOT / "docs" / "_build" / "test"
 
-
-NOTEBOOKS = sorted((REPO_ROOT / "notebooks").glob("*.ipynb"))
+NOTEBOOKS = sorted((REPO_ROOT / "notebooks").glob("*.ipynb"))  # the tutorials, in order
 
 
 def build_site() -> Path:

@@ -15,9 +15,9 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 import pytest
+from _docs_build import NOTEBOOKS
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-NOTEBOOKS = sorted((REPO_ROOT / "notebooks").glob("*.ipynb"))
 API_MODULES = ("pp", "tl", "pl", "datasets", "metrics", "atlas", "model")
 MARKDOWN_PAGES = ["docs/index", "docs/installation", "docs/api", "docs/tutorials", "docs/model",
                   "docs/architecture", "docs/reliability", "docs/scale", "benchmarks/README"]  # fmt: skip

@@ -1,8 +1,8 @@
 """Every notebook in notebooks/ executes without error (quick mode) and is committed without outputs.
 
 The notebooks are executed once, by building the documentation site (the ``docs_site`` fixture in
-conftest.py: myst-nb runs each notebook in ``notebooks/``, as ``bash .ci/docs`` does); these tests read
-what that build executed. ``tests/test_docs_site.py`` checks the same build's pages in a browser.
+conftest.py: each notebook runs in ``notebooks/``, as in ``bash .ci/docs``, side by side before
+myst-nb reads their outputs); these tests read what that build executed. ``tests/test_docs_site.py`` checks the same build's pages in a browser.
 """
 
 from __future__ import annotations
@@ -11,10 +11,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from _docs_build import error_report, executed_notebook
-
-NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
-NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
+from _docs_build import NOTEBOOKS, error_report, executed_notebook
 
 
 def _ids(paths: list[Path]) -> list[str]:
