@@ -1,7 +1,7 @@
 """Registration inside the fit (``register_sections``) against aligning first: writes
 ``benchmarks/results/registration.csv``.
 
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/registration.py [--quick] [--skip-paste]
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/registration.py [--quick] [--skip-paste] [--registration-prior W]
 
 Two experiments (issue #17):
 
@@ -130,7 +130,7 @@ def fit(adata, register: bool, config: dict):
     return ntf.tl.fit(adata, layer="lognorm", seed=0, progress=False, device="cpu", config=cfg)
 
 
-def synthetic_experiment(seeds, use_paste: bool) -> list[dict]:
+def synthetic_experiment(seeds, use_paste: bool, config: dict = PLAIN) -> list[dict]:
     aligned, reference = synthetic_stack()
     labels = aligned.obs["section"].astype(str).to_numpy()
     truth = aligned.obsm["spatial_3d"][:, :2]
@@ -147,7 +147,7 @@ def synthetic_experiment(seeds, use_paste: bool) -> list[dict]:
             elif method == "paste":
                 data = with_xy(moved, paste_xy(moved)[0])
             fit_started = time.perf_counter()
-            field = fit(data, method == "joint", PLAIN)
+            field = fit(data, method == "joint", config)
             seconds, fit_seconds = time.perf_counter() - started, time.perf_counter() - fit_started
             xy = field.register(data).obsm["spatial_3d"][:, :2] if method == "joint" else data.obsm["spatial_3d"][:, :2]
             degrees, translation, displacement = pose_errors(xy, truth, labels, reference, spacing)
@@ -224,6 +224,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="one motion seed, HER2ST only")
     parser.add_argument("--skip-paste", action="store_true", help="no PASTE rows")
     parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--registration-prior", type=float, default=0.0,
+                        help="TrainingConfig.registration_prior of the joint fits (docs/model.md, 'A prior on the poses')")
     args = parser.parse_args()
     torch.set_num_threads(1)
     use_paste = not args.skip_paste and Path(PEERS_PYTHON).exists()
@@ -231,7 +233,9 @@ def main() -> None:
         log(f"PASTE skipped: {PEERS_PYTHON} missing (bash benchmarks/peers/setup_peers.sh)")
     seeds = [0] if args.quick else [0, 1, 2]
     datasets = ["breast_her2st_A"] if args.quick else ["breast_her2st_A", "breast_stahl"]
-    rows = synthetic_experiment(seeds, use_paste) + real_experiment(datasets, use_paste, {})
+    prior = {"training": {"registration_prior": args.registration_prior}}  # read by the joint fits only
+    synthetic = {**PLAIN, "training": {**PLAIN["training"], **prior["training"]}}
+    rows = synthetic_experiment(seeds, use_paste, synthetic) + real_experiment(datasets, use_paste, prior)
     table = pd.DataFrame(rows)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(args.out, index=False, float_format="%.5g")

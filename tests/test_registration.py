@@ -80,6 +80,16 @@ def test_the_pose_is_the_identity_at_zero_for_the_reference_and_for_code_minus_o
     assert torch.equal(poses(u, torch.arange(50) % 5), u)  # exact: (cos - 1) is computed without cancellation
 
 
+def test_the_pose_prior_is_the_mean_squared_pose_of_the_moved_sections():
+    poses, _ = _poses()
+    free = np.arange(5) != poses.reference
+    rotation, shift = poses.rotation.detach().numpy(), poses.shift.detach().numpy()
+    expected = (rotation[free] ** 2 + (shift[free] ** 2).sum(axis=1)).mean()  # the reference's values do not count
+    assert float(poses.penalty()) == pytest.approx(expected, rel=1e-5)
+    poses.penalty().backward()
+    assert float(poses.rotation.grad[poses.reference]) == 0.0 and float(poses.rotation.grad[0]) != 0.0
+
+
 def test_coarse_to_fine_fades_in_the_levels_coarsest_first():
     start, middle, done = (level_weights(p, 8, 0.5) for p in (0.0, 0.25, 0.5))
     assert start[0] == 1 and torch.all(start[1:] == 0)

@@ -225,6 +225,12 @@ class TrainingConfig(_Part):
     registration_lr
         With ``register_sections``: Adam's step for the section poses, in in-plane cell spacings
         (the rotation as the arc at the section's RMS radius); it follows the cosine schedule of ``lr``.
+    registration_prior
+        With ``register_sections``: weight of a Gaussian prior that keeps every section near its
+        given place (the mean over the moved sections of the squared rotation arc and shift, in cell
+        spacings, added to the per-entry loss), so a pose moves only as far as the data insist. 0 (default):
+        no prior; 1e-3 stops the poses drifting on real spot sections but gives up half of the
+        correction on synthetic ones (``docs/model.md``, "A prior on the poses").
     registration_coarse_to_fine
         With ``register_sections``: the fraction of the steps over which the finer hash-grid levels
         are faded in, coarsest first, so the poses are found before fine levels fit each section
@@ -254,6 +260,7 @@ class TrainingConfig(_Part):
     section_penalty: float = 0.1
     section_psf: float = 0.0
     registration_lr: float = 0.05
+    registration_prior: float = 0.0
     registration_coarse_to_fine: float = 0.5
     validation_fraction: float = 0.05
     average_from: float | None = None
@@ -271,7 +278,7 @@ class TrainingConfig(_Part):
                                  f"data), got {self.steps!r}")
         if not self.lr > 0:
             raise ValueError(f"TrainingConfig.lr must be > 0, got {self.lr}")
-        for name in ("section_penalty", "section_psf"):
+        for name in ("section_penalty", "section_psf", "registration_prior"):
             if not getattr(self, name) >= 0:
                 raise ValueError(f"TrainingConfig.{name} must be >= 0, got {getattr(self, name)}")
         if not self.registration_lr > 0:

@@ -122,6 +122,13 @@ class SectionPoses(nn.Module):
         xy = torch.where((section >= 0)[:, None], xy, u[:, :2])
         return torch.cat([xy, u[:, 2:]], dim=1)
 
+    def penalty(self) -> torch.Tensor:
+        """Mean over the free sections of the squared pose (rotation arc and shift, in spacings): the
+        Gaussian prior's value that keeps each section near its given place."""
+        free = self.free
+        squared = (self.rotation * free) ** 2 + ((self.shift * free[:, None]) ** 2).sum(dim=1)
+        return squared.sum() / free.sum().clamp_min(1.0)
+
     def table(self, sections: list[str]) -> pd.DataFrame:
         """One row per section: ``rotation_deg``, ``shift_x``/``shift_y`` and ``centre_x``/``centre_y``
         (original units), ``reference``. The pose maps a measured point ``x`` of the section to

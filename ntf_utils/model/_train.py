@@ -295,6 +295,8 @@ def _step_loss(model, network, config: NTFConfig, cells: TrainingCells, generato
     prior = 0.0
     if section is not None:
         prior = training.section_penalty * network.section_effects.penalty()
+        if network.poses is not None:
+            prior = prior + training.registration_prior * network.poses.penalty()
     if training.smoothness <= 0:
         return loss_fn(config, network, model(u, section=section), target, log_size, mask) + prior
     # a random neighbour of every point, evaluated in the same forward call
