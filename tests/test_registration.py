@@ -85,7 +85,7 @@ def test_the_pose_prior_is_the_mean_squared_pose_of_the_moved_sections():
     free = np.arange(5) != poses.reference
     rotation, shift = poses.rotation.detach().numpy(), poses.shift.detach().numpy()
     expected = (rotation[free] ** 2 + (shift[free] ** 2).sum(axis=1)).mean()  # the reference's values do not count
-    assert float(poses.penalty()) == pytest.approx(expected, rel=1e-5)
+    assert float(poses.penalty().detach()) == pytest.approx(expected, rel=1e-5)
     poses.penalty().backward()
     assert float(poses.rotation.grad[poses.reference]) == 0.0 and float(poses.rotation.grad[0]) != 0.0
 
