@@ -14,7 +14,8 @@ import torch
 from ntf_utils import metrics, pp, tl
 from ntf_utils.datasets import synthetic_embryo
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 from benchmarks import inr_baselines as ib  # noqa: E402
 
 
@@ -150,9 +151,8 @@ def test_peak_memory_child_reports_its_fit():
 
     if not Path("/proc/self/status").exists():
         pytest.skip("VmHWM needs Linux /proc")
-    root = Path(__file__).resolve().parents[1]
-    cmd = [sys.executable, str(root / "benchmarks" / "run.py"), "--child-memory", "ntf", "--threads", "1", "--quick"]
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True, cwd=root)
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "run.py"), "--child-memory", "ntf", "--threads", "1", "--quick"]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True, cwd=ROOT)
     report = json.loads(out.stdout.strip().splitlines()[-1])
     assert report["method"] == "ntf"
     assert report["peak_rss_mb"] > report["rss_before_mb"] > 50
@@ -168,7 +168,7 @@ def test_peak_memory_of_a_child_process_excludes_its_parent():
     ballast = np.ones(600 * 2**20 // 8)  # 600 MB, touched
     code = "import sys; sys.path.insert(0, '.'); from benchmarks._memory import peak_rss_mb; print(peak_rss_mb())"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         cwd=Path(__file__).resolve().parents[1])
+                         cwd=ROOT)
     child_mb = float(out.stdout.strip())
     assert 1 < child_mb < 300, child_mb
     assert ballast.sum() > 0

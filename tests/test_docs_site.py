@@ -15,9 +15,8 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 import pytest
-from _docs_build import NOTEBOOKS
+from _docs_build import NOTEBOOKS, REPO_ROOT
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 API_MODULES = ("pp", "tl", "pl", "datasets", "metrics", "atlas", "model")
 MARKDOWN_PAGES = ["docs/index", "docs/installation", "docs/api", "docs/tutorials", "docs/model",
                   "docs/architecture", "docs/reliability", "docs/scale", "benchmarks/README"]  # fmt: skip

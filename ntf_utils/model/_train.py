@@ -334,7 +334,7 @@ def _improved(state: TrainState, val: float, patience: int) -> bool:
     return False
 
 
-def _save(directory, network, optimizer, generator, best_weights, state, fingerprint, average=None) -> None:
+def _save(directory, network, optimizer, generator, best_weights, state, fingerprint, average) -> None:
     ckpt.save_training_checkpoint(
         directory,
         {
