@@ -79,11 +79,23 @@ def test_selection_keeps_the_lowest_heldout_loss_and_refits_on_all_cells(small):
     assert field.info["n_cells"] == small.n_obs
 
 
+def test_the_race_trains_on_smaller_batches_and_the_refit_on_the_fits_own(small):
+    field = tl.fit(small, layer="lognorm", config=QUICK.replace(selection={"batch_size": 128}), progress=False)
+    assert [p["batch_size"] for p in field.info["phases"]] == [128] * 4 + [512]
+    assert field.config.training.batch_size == 512
+    # never larger than the fit's own batch
+    field = tl.fit(small, layer="lognorm", config=QUICK.replace(selection={"batch_size": 4096}), progress=False)
+    assert [p["batch_size"] for p in field.info["phases"]] == [512] * 5
+
+
 def test_given_validation_sections_are_used_and_the_winner_is_not_refitted(small):
     names = list(small.obs["section"].cat.categories)
     train, test = pp.split_sections(small, holdout=names[2::4])
-    field = tl.fit(train, layer="lognorm", config=QUICK, validation=test, progress=False)
+    # the winner is the field here, so the race trains with the fit's own batch
+    config = QUICK.replace(selection={"batch_size": 128})
+    field = tl.fit(train, layer="lognorm", config=config, validation=test, progress=False)
     assert [p["n_cells"] for p in field.info["phases"]] == [train.n_obs] * 4
+    assert [p["batch_size"] for p in field.info["phases"]] == [512] * 4
     chosen = next(row for row in field.info["resolution_selection"] if row["chosen"])
     assert field.info["best_validation_loss"] == pytest.approx(chosen["validation_loss"])
 

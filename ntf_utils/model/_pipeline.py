@@ -324,8 +324,8 @@ class FitRun:
         """Stop without a field (the progress bar says ``note``); returns the cost so far for the phases."""
         self.training.close_bar(note)
         self._close_cells()
-        return {"n_cells": int(self.source.n_obs), "steps_run": int(self.state.step),
-                "seconds": round(self.seconds, 3)}
+        return {"n_cells": int(self.source.n_obs), "batch_size": int(self.plan.config.training.batch_size),
+                "steps_run": int(self.state.step), "seconds": round(self.seconds, 3)}
 
     def _close_cells(self) -> None:
         close = getattr(self.cells, "close", None)

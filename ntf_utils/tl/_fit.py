@@ -55,7 +55,7 @@ def fit(
     Returns
     -------
     The trained :class:`~ntf_utils.NTFField`. ``field.info`` records the fit (cells, steps run,
-    wall time and steps of each phase in ``info["phases"]``, their sums in ``info["total_seconds"]``
+    wall time, batch size and steps of each phase in ``info["phases"]``, their sums in ``info["total_seconds"]``
     and ``info["total_steps"]``, device ...).
 
     Notes

@@ -81,7 +81,7 @@ def select_resolution(adata, config, start_fit, *, validation, checkpoint_dir, f
         ``table`` is a list of dicts (the candidate's settings: ``resolution_scale``, ``psf_sigma``,
         ``section_psf``, ``section_trend_degree``, ``n_frequencies``; then ``validation_loss``,
         ``finest_resolution``, ``steps_run``, ``chosen``), stored in ``field.info["resolution_selection"]``;
-        ``phases`` lists each candidate fit (``phase``, ``n_cells``, ``steps_run``, ``seconds``);
+        ``phases`` lists each candidate fit (``phase``, ``n_cells``, ``batch_size``, ``steps_run``, ``seconds``);
         ``field`` is the fitted winner when ``validation`` was an AnnData (and no checkpoint
         directory was given), else ``None``.
     """
@@ -101,10 +101,15 @@ def select_resolution(adata, config, start_fit, *, validation, checkpoint_dir, f
         fit_on, held_out = adata[~is_held], adata[is_held]
     candidates = config.selection.candidates
     reuse = fit_on is adata and checkpoint_dir is None  # the winner is the field: it trains to its end
+    race_config = config
+    race_batch = config.selection.batch_size
+    if not reuse and race_batch is not None and race_batch < config.training.batch_size:
+        # the race only ranks the candidates, which cheaper steps do alike; the refit trains the field
+        race_config = config.replace(training={"batch_size": race_batch})
     runs = []
     for k, row in enumerate(candidates):
         settings = _settings(config, row)
-        runs.append(start_fit(fit_on, _with_settings(config, settings), held_out,
+        runs.append(start_fit(fit_on, _with_settings(race_config, settings), held_out,
                               f"candidate {k + 1}/{len(candidates)}"))
     costs = {}  # candidate -> what it cost, once it has left the race
 
@@ -161,7 +166,8 @@ def _best_loss(run) -> float:
 def phase_cost(field) -> dict:
     """What a finished candidate fit cost, for ``info["phases"]``."""
     info = field.info
-    return {"n_cells": info["n_cells"], "steps_run": info["steps_run"], "seconds": info["fit_seconds"]}
+    return {"n_cells": info["n_cells"], "batch_size": int(field.config.training.batch_size),
+            "steps_run": info["steps_run"], "seconds": info["fit_seconds"]}
 
 
 def _settings(config, row) -> dict:
