@@ -14,39 +14,26 @@ choose anything.
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
-import warnings
 from pathlib import Path
-
-import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import ntf_utils as ntf  # noqa: E402
 from benchmarks import inr_baselines as ib  # noqa: E402
 from benchmarks import run as bench  # noqa: E402
+from benchmarks._variants import parse_variant_arguments  # noqa: E402
 from ntf_utils.tl._resolution import applies  # noqa: E402
 
 DEFAULT_VARIANTS = {"race batch 4096": {"selection": {"batch_size": None}}, "race batch 1024": {}}
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--datasets", default="synthetic_embryo,drosophila,breast_her2st_A,breast_stahl,starmap_organoid")
-    parser.add_argument("--fractions", default="0.5,0.25,0.1")
-    parser.add_argument("--variants", default=None, help="JSON {name: NTFConfig keyword dict}")
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--seed", type=int, default=0, help="seed of every fit")
-    args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    warnings.filterwarnings("ignore")
-    variants = json.loads(args.variants) if args.variants else DEFAULT_VARIANTS
+    args, variants = parse_variant_arguments(__doc__, argv, fractions="0.5,0.25,0.1", default_variants=DEFAULT_VARIANTS)
     print("dataset\tkept\tvariant\tchosen\trace_s\trefit_s\tcandidate_losses\theldout_pearson")
-    for name in args.datasets.split(","):
+    for name in args.datasets:
         adata, truth_layer = bench.load_dataset(name, bench.settings(False))
-        for fraction in map(float, args.fractions.split(",")):
+        for fraction in args.fractions:
             train, test = ntf.pp.split_sections(adata, keep_fraction=fraction)
             if not applies(ntf.NTFConfig(), train, None):
                 print(f"{name}\t{fraction}\t(no selection: fewer than three training sections)")
