@@ -433,7 +433,12 @@ class NTFConfig:
 
 def _from_flat(flat: dict) -> dict:
     """Format 1 (one flat dict) -> format 2 (a dict per part); ``extra`` (never used) is dropped."""
-    owner = {f.name: (part, f.name) for part, cls in PARTS.items() for f in dataclasses.fields(cls)}
+    # format 1 had one namespace; a name two parts share now (batch_size: training, and the selection
+    # race since format 2) meant the earlier part's field, so the first owner wins
+    owner: dict = {}
+    for part, cls in PARTS.items():
+        for f in dataclasses.fields(cls):
+            owner.setdefault(f.name, (part, f.name))
     owner.update(_RENAMED)
     parts: dict = {name: {} for name in PARTS}
     for key, value in flat.items():
