@@ -173,10 +173,6 @@ class NetworkConfig(_Part):
     section_trend_degree
         Degree of the polynomial trend along z that section effects may not hold: it stays in the
         field (0: effects are only centred over sections).
-    section_effect_rank
-        ``None`` (default): a free effect per section and gene. An integer ``k``: every section's
-        effect is a mix of ``k`` gene programmes shared by the sections (offset and log scale are
-        each ``(n_sections, k) @ (k, n_genes)``), a prior that technical effects are few.
     register_sections
         Learn an in-plane rotation and translation of every labelled training section with the field,
         the middle section by z fixed as the reference (:mod:`ntf_utils.model._poses`;
@@ -192,13 +188,10 @@ class NetworkConfig(_Part):
     latent_dim: int = 64
     section_effects: bool | None = None
     section_trend_degree: int = 2
-    section_effect_rank: int | None = None
     register_sections: bool = False
 
     def __post_init__(self) -> None:
         _require_ints(self, ("hidden_width", "latent_dim"))
-        if self.section_effect_rank is not None:
-            _require_ints(self, ("section_effect_rank",))
         _require_ints(self, ("hidden_layers", "section_trend_degree"), minimum=0)
         _require_optional_bool(self, "section_effects")
         _require_bool(self, "register_sections")

@@ -62,8 +62,7 @@ class FieldNetwork(nn.Module):
         self.log_theta = nn.Parameter(torch.zeros(n_genes))
         section_z = [] if section_z is None else list(section_z)
         effect_z = [] if net.section_effects is False else section_z
-        self.section_effects = SectionEffects(len(effect_z), n_genes, effect_z, net.section_trend_degree,
-                                              net.section_effect_rank)
+        self.section_effects = SectionEffects(len(effect_z), n_genes, effect_z, net.section_trend_degree)
         # registration only: absent otherwise, so that fields without it keep their exact state_dict
         self.poses = SectionPoses(len(section_z), section_z) if net.register_sections else None
         if self.poses is not None:

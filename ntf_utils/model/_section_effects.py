@@ -60,43 +60,23 @@ class SectionEffects(nn.Module):
     trend_degree
         Degree of the polynomial trend in z removed from the effects (capped at ``n_sections - 2``
         so that every effect keeps at least one degree of freedom).
-    rank
-        ``None``: a free offset and log scale per section and gene. An integer ``k``: each is a product
-        ``factors (n_sections, k) @ loadings (k, n_genes)``, so a section's effect is a mix of ``k``
-        gene programmes shared by all sections (capture efficiency, depth, RNA quality ...).
     """
 
-    def __init__(self, n_sections: int, n_genes: int, section_z=None, trend_degree: int = 0,
-                 rank: int | None = None) -> None:
+    def __init__(self, n_sections: int, n_genes: int, section_z=None, trend_degree: int = 0) -> None:
         super().__init__()
-        self._n_sections = int(n_sections)
-        self.rank = None if rank is None or rank >= min(n_sections, n_genes) else int(rank)
-        if self.rank is None:
-            self.offset = nn.Parameter(torch.zeros(n_sections, n_genes))
-            self.log_scale = nn.Parameter(torch.zeros(n_sections, n_genes))
-        else:
-            # zero factors: no effect at the start; random loadings so that the factors get a gradient
-            loadings = torch.randn(2, self.rank, n_genes, generator=torch.Generator().manual_seed(0)) * 0.1
-            self.offset_factors = nn.Parameter(torch.zeros(n_sections, self.rank))
-            self.offset_loadings = nn.Parameter(loadings[0])
-            self.scale_factors = nn.Parameter(torch.zeros(n_sections, self.rank))
-            self.scale_loadings = nn.Parameter(loadings[1])
+        self.offset = nn.Parameter(torch.zeros(n_sections, n_genes))
+        self.log_scale = nn.Parameter(torch.zeros(n_sections, n_genes))
         z = np.zeros(n_sections) if section_z is None else np.asarray(section_z, dtype=np.float64)
         self.register_buffer("trend", torch.from_numpy(_trend_basis(z, trend_degree)))
 
     @property
     def n_sections(self) -> int:
-        return self._n_sections
+        return self.offset.shape[0]
 
     def centred(self) -> tuple[torch.Tensor, torch.Tensor]:
         """``(offset, log_scale)`` without their trend along z: ``(n_sections, n_genes)`` each."""
-        if self.rank is None:
-            offset, log_scale = self.offset, self.log_scale
-        else:
-            offset = self.offset_factors @ self.offset_loadings
-            log_scale = self.scale_factors @ self.scale_loadings
         q = self.trend
-        return offset - q @ (q.T @ offset), log_scale - q @ (q.T @ log_scale)
+        return self.offset - q @ (q.T @ self.offset), self.log_scale - q @ (q.T @ self.log_scale)
 
     def apply(self, out: torch.Tensor, level: torch.Tensor, section: torch.Tensor | None,
               gene_index: torch.Tensor | None = None) -> torch.Tensor:
@@ -116,7 +96,7 @@ class SectionEffects(nn.Module):
     def penalty(self) -> torch.Tensor:
         """Mean squared centred effect (offset and log scale): the ridge prior's value."""
         if self.n_sections == 0:
-            return sum(p.sum() for p in self.parameters())  # a zero that keeps the graph (and DDP) uniform
+            return self.offset.sum()  # a zero that keeps the graph (and DDP) uniform
         offset, log_scale = self.centred()
         return (offset**2).mean() + (log_scale**2).mean()
 
