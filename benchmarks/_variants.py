@@ -1,4 +1,4 @@
-"""The command line shared by the scripts that compare ``NTFConfig`` variants on benchmark splits."""
+"""The command line shared by the scripts that compare ``NTFConfig`` variants."""
 
 from __future__ import annotations
 
@@ -11,21 +11,32 @@ import torch
 ALL_DATASETS = "synthetic_embryo,drosophila,breast_her2st_A,breast_stahl,starmap_organoid"
 
 
-def parse_variant_arguments(doc: str, argv, *, fractions: str, default_variants: dict):
-    """Parse ``--datasets --fractions --variants --threads --seed``; set the threads, quiet warnings.
-
-    Returns ``(args, variants)`` with ``variants`` the ``{name: NTFConfig keyword dict}`` to compare
-    and ``args.datasets`` / ``args.fractions`` already split into lists.
-    """
+def variant_parser(doc: str) -> argparse.ArgumentParser:
+    """A parser with ``--variants --threads --seed``, described by the first paragraph of ``doc``."""
     parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
-    parser.add_argument("--datasets", default=ALL_DATASETS)
-    parser.add_argument("--fractions", default=fractions)
     parser.add_argument("--variants", default=None, help="JSON {name: NTFConfig keyword dict}")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0, help="seed of every fit")
+    return parser
+
+
+def parse_variants(parser: argparse.ArgumentParser, argv, default_variants: dict):
+    """Parse ``argv``; set the torch threads and quiet warnings.
+
+    Returns ``(args, variants)`` with ``variants`` the ``{name: NTFConfig keyword dict}`` to compare.
+    """
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore")
+    return args, (json.loads(args.variants) if args.variants else default_variants)
+
+
+def parse_variant_arguments(doc: str, argv, *, fractions: str, default_variants: dict):
+    """:func:`parse_variants` with ``--datasets --fractions`` too (benchmark splits), split into lists."""
+    parser = variant_parser(doc)
+    parser.add_argument("--datasets", default=ALL_DATASETS)
+    parser.add_argument("--fractions", default=fractions)
+    args, variants = parse_variants(parser, argv, default_variants)
     args.datasets = args.datasets.split(",")
     args.fractions = [float(f) for f in args.fractions.split(",")]
-    return args, (json.loads(args.variants) if args.variants else default_variants)
+    return args, variants

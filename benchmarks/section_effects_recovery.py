@@ -17,19 +17,16 @@ library-size normalisation removes) and each gene's mean over sections.
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
-import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import ntf_utils as ntf  # noqa: E402
+from benchmarks._variants import parse_variants, variant_parser  # noqa: E402
 from ntf_utils import metrics  # noqa: E402
 
 DEFAULT_VARIANTS = {
@@ -56,16 +53,10 @@ def effect_correlations(field, injected: np.ndarray, sections: list[str], genes:
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = variant_parser(__doc__)
     parser.add_argument("--sections", type=int, default=12)
     parser.add_argument("--ambient", type=float, default=0.5)
-    parser.add_argument("--variants", default=None, help="JSON {name: NTFConfig keyword dict}")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=2)
-    args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    warnings.filterwarnings("ignore")
-    variants = json.loads(args.variants) if args.variants else DEFAULT_VARIANTS
+    args, variants = parse_variants(parser, argv, DEFAULT_VARIANTS)
     clean = ntf.datasets.synthetic_embryo(n_sections=args.sections, cells_per_section=600, n_genes=40, seed=args.seed)
     dirty = ntf.datasets.inject_section_effects(clean, ambient=args.ambient, resample=True, seed=args.seed)
     for adata in (clean, dirty):
