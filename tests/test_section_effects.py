@@ -85,6 +85,34 @@ def test_without_a_z_prior_the_default_fit_has_no_section_effects(stack):
     prior = ntf.tl.fit(stack, layer="lognorm", steps=10, seed=0, progress=False,
                        config=ntf.NTFConfig(selection={"enabled": False}, training={"section_psf": 1.0}))
     assert len(prior.sections) == 6
+    sparse = ntf.tl.fit(stack, layer="lognorm", steps=10, seed=0, progress=False,
+                        config=ntf.NTFConfig(selection={"enabled": False}, training={"section_sparsity": 0.03}))
+    assert len(sparse.sections) == 6
+
+
+def _change_between_sections(f, adata) -> float:
+    """Mean absolute change of the effect-free field over one section gap along z, at the cells."""
+    coords = adata.obsm["spatial_3d"]
+    gap = np.median(np.diff(np.unique(coords[:, 2])))
+    moved = coords.copy()
+    moved[:, 2] += gap
+    inside = moved[:, 2] <= coords[:, 2].max()
+    return float(np.abs(f.predict(coords[inside]) - f.predict(moved[inside])).mean())
+
+
+def test_the_sparsity_prior_moves_section_wide_shifts_from_the_field_into_the_effects(stack):
+    """``section_sparsity``: an L1 price on the field's change between neighbouring sections.
+
+    A shift of a whole section then costs less as the section's effect than as tissue: the field
+    changes less from one section to the next and the effects are larger than without the prior.
+    """
+    config = EFFECTS.replace(network={"section_trend_degree": 0})
+    free = ntf.tl.fit(stack, layer="lognorm", steps=150, seed=0, progress=False, config=config)
+    sparse = ntf.tl.fit(stack, layer="lognorm", steps=150, seed=0, progress=False,
+                        config=config.replace(training={"section_sparsity": 0.3}))
+    assert _change_between_sections(sparse, stack) < 0.8 * _change_between_sections(free, stack)
+    size = {name: float(np.abs(f.section_effects()["offset"]).mean()) for name, f in [("free", free), ("sparse", sparse)]}
+    assert size["sparse"] > 1.1 * size["free"], size
 
 
 def test_fit_learns_effects_per_section_and_predicts_effect_free_by_default(field, stack):

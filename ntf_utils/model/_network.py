@@ -87,19 +87,22 @@ class FieldNetwork(nn.Module):
         return nn.functional.linear(z, self.decoder.weight[gene_index], self.decoder.bias[gene_index])
 
     def forward(self, u: torch.Tensor, gene_index: torch.Tensor | None = None, return_latent: bool = False,
-                section: torch.Tensor | None = None):
+                section: torch.Tensor | None = None, return_effect_free: bool = False):
         """``(n, n_genes)`` raw output (standardised value, or log rate for count losses).
 
         ``section`` ``(n,)`` adds each row's section effect and, with registration, first moves
         each row by its section's pose (-1 or None: the effect-free field at ``u`` as given).
         With ``return_latent`` also the latent: training calls the module once per step this way,
-        so wrappers that hook ``forward`` (DistributedDataParallel) see every parameter use.
+        so wrappers that hook ``forward`` (DistributedDataParallel) see every parameter use. With
+        ``return_effect_free`` (and ``return_latent``) the output before the section effects comes last.
         """
         if self.poses is not None:
             u = self.poses(u, section)
         latent = self.latent(u)
-        out = self.decode(latent, gene_index)
+        effect_free = out = self.decode(latent, gene_index)
         if section is not None:
             bias = self.decoder.bias if gene_index is None else self.decoder.bias[gene_index]
             out = self.section_effects.apply(out, bias, section, gene_index)
+        if return_effect_free:
+            return out, latent, effect_free
         return (out, latent) if return_latent else out

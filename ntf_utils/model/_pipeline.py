@@ -123,8 +123,9 @@ def plan_fit(source: CellSource, config: NTFConfig, *, seed: int, validation) ->
     has_sections = survey.sectioned and n_z <= max(50, source.n_obs // 20)
     config, transform = resolve_config(config, survey.sampling, has_sections, source.n_vars, source.n_obs)
     effects = config.network.section_effects
-    if effects is None:  # identifiable with the z prior only: see model/_section_effects.py
-        effects = len(survey.sections) >= 2 and config.training.section_psf > 0
+    if effects is None:  # identifiable with a prior along z only: see model/_section_effects.py
+        prior = config.training.section_psf > 0 or config.training.section_sparsity > 0
+        effects = len(survey.sections) >= 2 and prior
     elif effects and len(survey.sections) < 2:
         raise ValueError("config.network.section_effects=True needs cells in at least two labelled sections "
                          f"(obs[{Key.obs.section!r}]); found {len(survey.sections)}. Label the sections "

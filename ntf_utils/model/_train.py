@@ -286,8 +286,13 @@ class Training:
 
 def _step_loss(model, network, config: NTFConfig, cells: TrainingCells, generator, device, sigma) -> torch.Tensor:
     """The loss of one random minibatch: PSF jitter (``sigma``, per axis, from :func:`psf_sigmas`),
-    section effects and the optional penalties."""
-    training, finest = config.training, config.encoding.finest_resolution
+    section effects and the optional penalties.
+
+    The points the penalties need (a random neighbour of every cell for ``smoothness``; a quarter of
+    the cells one section gap up or down for ``section_sparsity``) go through the same forward call
+    as the batch, so wrappers that hook ``forward`` (DistributedDataParallel) see one call per step.
+    """
+    training = config.training
     u, target, log_size, mask, section = cells.batch(cells.sample_index(generator, training.batch_size), device)
     if sigma is not None:
         noise = torch.randn(u.shape, generator=generator).to(device) * sigma
@@ -297,15 +302,43 @@ def _step_loss(model, network, config: NTFConfig, cells: TrainingCells, generato
         prior = training.section_penalty * network.section_effects.penalty()
         if network.poses is not None:
             prior = prior + training.registration_prior * network.poses.penalty()
-    if training.smoothness <= 0:
+    sparsity = training.section_sparsity if section is not None and network.section_effects.n_sections else 0.0
+    if training.smoothness <= 0 and sparsity <= 0:
         return loss_fn(config, network, model(u, section=section), target, log_size, mask) + prior
-    # a random neighbour of every point, evaluated in the same forward call
-    shift = torch.randn(u.shape, generator=generator).to(device) * (1.0 / finest)
-    both = None if section is None else torch.cat([section, section])
-    out, latent = model(torch.cat([u, (u + shift).clamp(0.0, 1.0)]), return_latent=True, section=both)
     n = u.shape[0]
+    points, codes = [u], [section]
+    if training.smoothness > 0:
+        shift = torch.randn(u.shape, generator=generator).to(device) * (1.0 / config.encoding.finest_resolution)
+        points.append((u + shift).clamp(0.0, 1.0))
+        codes.append(section)
+    if sparsity > 0:
+        k = max(1, n // 4)
+        points.append(_one_gap_along_z(u[:k], config, generator, device))
+        codes.append(section[:k])
+    out, latent, effect_free = model(torch.cat(points), section=None if section is None else torch.cat(codes),
+                                     return_latent=True, return_effect_free=True)
     loss = loss_fn(config, network, out[:n], target, log_size, mask) + prior
-    return loss + training.smoothness * ((latent[:n] - latent[n:]) ** 2).mean()
+    if training.smoothness > 0:
+        loss = loss + training.smoothness * ((latent[:n] - latent[n:2 * n]) ** 2).mean()
+    if sparsity > 0:
+        # L1: tissue changes between neighbouring sections in places, a technical effect everywhere
+        loss = loss + sparsity * (effect_free[:k] - effect_free[-k:]).abs().mean()
+    return loss
+
+
+def _one_gap_along_z(u: torch.Tensor, config: NTFConfig, generator, device) -> torch.Tensor:
+    """``u`` moved one section gap up or down along z (at random; clamped to the unit cube)."""
+    step = (torch.randint(0, 2, (u.shape[0],), generator=generator).to(device) * 2 - 1) * section_gap(config)
+    moved = u.clone()
+    moved[:, 2] = (moved[:, 2] + step).clamp(0.0, 1.0)
+    return moved
+
+
+def section_gap(config: NTFConfig) -> float:
+    """One gap between training sections along z, in unit-cube units (under the data-matched rule a
+    finest z cell spans ``z_voxels_per_gap / resolution_scale`` gaps)."""
+    encoding = config.encoding
+    return encoding.z_voxels_per_gap / encoding.resolution_scale / encoding.finest_resolution
 
 
 def psf_sigmas(config: NTFConfig, section_effects: bool, n_dims: int) -> torch.Tensor | None:
@@ -319,8 +352,7 @@ def psf_sigmas(config: NTFConfig, section_effects: bool, n_dims: int) -> torch.T
     training, encoding = config.training, config.encoding
     sigma = torch.full((n_dims,), training.psf_sigma / encoding.finest_resolution)
     if section_effects and training.section_psf > 0:
-        gap = encoding.z_voxels_per_gap / encoding.resolution_scale / encoding.finest_resolution
-        sigma[2] = max(float(sigma[2]), training.section_psf * gap)
+        sigma[2] = max(float(sigma[2]), training.section_psf * section_gap(config))
     return sigma if bool((sigma > 0).any()) else None
 
 
