@@ -532,6 +532,14 @@ def test_streamed_fit_learns_section_effects(stack, tmp_path):
     pd.testing.assert_frame_equal(loaded.section_effects(), table)
 
 
+def test_streamed_fit_with_the_sparsity_prior_learns_section_effects(stack):
+    """``section_sparsity`` (the L1 prior along z) turns effects on as ``section_psf`` does, streamed too."""
+    config = SECTIONED.replace(network={"section_effects": None}, training={"section_sparsity": 0.03})
+    field = fit_atlas(stack[1], config=config, device="cpu", progress=False)
+    assert field.config.network.section_effects is True
+    assert set(field.sections) == {f"s0{k}" for k in range(5)} and field.section_effects()["offset"].abs().max() > 0
+
+
 @pytest.mark.parametrize("network", [{"register_sections": True}, {"section_effects": True}])
 def test_streamed_sections_need_labelled_sections(stack, network):
     with pytest.raises(ValueError, match="at least two labelled sections"):

@@ -170,20 +170,23 @@ def test_held_out_sections_are_validated_at_the_reference_level(stack):
     assert "s02" not in f.sections and len(f.sections) == 5
 
 
-@pytest.mark.parametrize("loss", ["poisson", "nb"])
-def test_count_losses_learn_capture_efficiency_as_log_rate_offsets(stack, loss):
-    f = ntf.tl.fit(stack, loss=loss, steps=30, seed=0, progress=False, config=EFFECTS)
+@pytest.mark.parametrize(("loss", "sparsity"), [("poisson", 0.0), ("nb", 0.03)])
+def test_count_losses_learn_capture_efficiency_as_log_rate_offsets(stack, loss, sparsity):
+    config = EFFECTS.replace(training={"section_sparsity": sparsity})
+    f = ntf.tl.fit(stack, loss=loss, steps=30, seed=0, progress=False, config=config)
     assert len(f.sections) == 6 and f.section_effects()["offset"].abs().max() > 0
     counts = f.predict(stack.obsm["spatial_3d"][:5], section=f.sections[0])
     assert np.all(counts > 0)  # expected counts of that section
 
 
-def test_time_axis_with_section_effects():
+@pytest.mark.parametrize("sparsity", [0.0, 0.03])
+def test_time_axis_with_section_effects(sparsity):
     series = ntf.datasets.synthetic_timeseries(n_times=2, n_sections=4, cells_per_section=80, n_genes=6, seed=0)
     ntf.pp.log_normalize(series)
+    config = EFFECTS.replace(training={"section_sparsity": sparsity})
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        f = ntf.tl.fit(series, layer="lognorm", time_key="time", steps=20, seed=0, progress=False, config=EFFECTS)
+        f = ntf.tl.fit(series, layer="lognorm", time_key="time", steps=20, seed=0, progress=False, config=config)
     assert len(f.sections) == series.obs["section"].nunique() >= 2
     stage = float(series.obs["time"].iloc[0])
     assert f.predict(series.obsm["spatial_3d"][:4], time=stage, section=f.sections[0]).shape == (4, 6)
