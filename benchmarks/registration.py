@@ -31,6 +31,7 @@ Two experiments (issue #17):
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 import warnings
@@ -126,7 +127,12 @@ def align_xy(adata, reference: str) -> np.ndarray:
 
 
 def fit(adata, register: bool, config: dict):
+    """``tl.fit``; ``config["joint"]`` (training settings) applies to the registering fits only."""
+    config = dict(config)
+    joint = config.pop("joint", {})
     cfg = ntf.NTFConfig(**config).replace(network={"register_sections": register})
+    if register and joint:
+        cfg = cfg.replace(training=joint)
     return ntf.tl.fit(adata, layer="lognorm", seed=0, progress=False, device="cpu", config=cfg)
 
 
@@ -219,6 +225,11 @@ def real_experiment(datasets, use_paste: bool, config: dict) -> list[dict]:
     return rows
 
 
+def _merged(base: dict, extra: dict) -> dict:
+    """``base`` with the parts of ``extra`` (NTFConfig keyword dicts) merged in, part by part."""
+    return {part: {**base.get(part, {}), **extra.get(part, {})} for part in {*base, *extra}}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="one motion seed, HER2ST only")
@@ -226,6 +237,11 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=OUT)
     parser.add_argument("--registration-prior", type=float, default=0.0,
                         help="TrainingConfig.registration_prior of the joint fits (docs/model.md, 'A prior on the poses')")
+    parser.add_argument("--section-sparsity", type=float, default=0.0,
+                        help="TrainingConfig.section_sparsity of the joint fits (with section effects; docs/model.md)")
+    parser.add_argument("--field-config", type=json.loads, default={},
+                        help="NTFConfig keyword dict (JSON) for the fits of EVERY method, so that the alignments "
+                             "are compared with one field, e.g. '{\"training\": {\"section_sparsity\": 0.03}}'")
     args = parser.parse_args()
     torch.set_num_threads(1)
     use_paste = not args.skip_paste and Path(PEERS_PYTHON).exists()
@@ -233,9 +249,10 @@ def main() -> None:
         log(f"PASTE skipped: {PEERS_PYTHON} missing (bash benchmarks/peers/setup_peers.sh)")
     seeds = [0] if args.quick else [0, 1, 2]
     datasets = ["breast_her2st_A"] if args.quick else ["breast_her2st_A", "breast_stahl"]
-    prior = {"training": {"registration_prior": args.registration_prior}}  # read by the joint fits only
-    synthetic = {**PLAIN, "training": {**PLAIN["training"], **prior["training"]}}
-    rows = synthetic_experiment(seeds, use_paste, synthetic) + real_experiment(datasets, use_paste, prior)
+    prior = {"joint": {"registration_prior": args.registration_prior, "section_sparsity": args.section_sparsity}}
+    synthetic = {**_merged(PLAIN, args.field_config), **prior}
+    real = {**args.field_config, **prior}
+    rows = synthetic_experiment(seeds, use_paste, synthetic) + real_experiment(datasets, use_paste, real)
     table = pd.DataFrame(rows)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(args.out, index=False, float_format="%.5g")

@@ -121,7 +121,7 @@ def test_selection_survives_save_and_load(small, tmp_path):
 
 
 @pytest.mark.parametrize("candidates", [[], [[0.0, 0.5]], [[1.0, -0.1]], [[1.0]], [[1.0, 0.5, 0.0, 2, 1.5]],
-                                        [[1.0, 0.5, 0.0, 2, 2, 1]]])
+                                        [[1.0, 0.5, 0.0, 2, 2, -0.1]], [[1.0, 0.5, 0.0, 2, 2, 0.1, 1]]])
 def test_bad_candidates_are_explained(candidates):
     with pytest.raises(ValueError, match="candidates"):
         NTFConfig(selection={"candidates": candidates})
@@ -137,6 +137,18 @@ def test_a_candidate_can_add_the_frequency_encoding(small):
     assert (field.network.frequencies is None) == (winner["n_frequencies"] == 0)
     # rows without the fifth element keep the config's own number of octaves
     assert _settings(NTFConfig(encoding={"n_frequencies": 2}), [1.0, 0.5])["n_frequencies"] == 2
+
+
+def test_a_candidate_can_carry_the_sparsity_prior_and_with_it_section_effects(small):
+    config = QUICK.replace(selection={"candidates": [[4.0, 0.0, 0.0, 2, 0, 0.0], [4.0, 0.0, 0.0, 2, 0, 0.5]]})
+    field = tl.fit(small, layer="lognorm", config=config, progress=False)
+    table = field.info["resolution_selection"]
+    assert [row["section_sparsity"] for row in table] == [0.0, 0.5]
+    winner = next(row for row in table if row["chosen"])
+    assert field.config.training.section_sparsity == winner["section_sparsity"]
+    assert (len(field.sections) > 0) == (winner["section_sparsity"] > 0)
+    # rows without the sixth element keep the config's own weight
+    assert _settings(NTFConfig(training={"section_sparsity": 0.2}), [1.0, 0.5])["section_sparsity"] == 0.2
 
 
 def test_candidates_round_trip_through_json():

@@ -315,7 +315,7 @@ class SelectionConfig(_Part):
         ``True``: required (the streamed fit refuses it with an error); ``False``: off.
     candidates
         Rows compared: ``[resolution_scale, psf_sigma, section_psf, section_trend_degree,
-        n_frequencies]`` (the last three may be left out: then the config's own). The defaults are
+        n_frequencies, section_sparsity]`` (the last four may be left out: then the config's own). The defaults are
         three hypotheses about the stack: sections that differ by biology along z (no z prior and,
         with ``section_effects=None``, no section effects; at the sampling rule's resolution with
         PSF jitter, and four times coarser without); sections that are technical replicates of a
@@ -356,12 +356,12 @@ class SelectionConfig(_Part):
             raise ValueError(f"SelectionConfig.rungs must be increasing fractions in (0, 1], got {rungs!r}")
         self.rungs = [float(r) for r in rungs]
         candidates = self.candidates
-        if not candidates or any(not 2 <= len(c) <= 5 or not c[0] > 0 or not all(v >= 0 for v in c[1:])
-                                 or any(v != int(v) for v in c[3:]) for c in candidates):
+        if not candidates or any(not 2 <= len(c) <= 6 or not c[0] > 0 or not all(v >= 0 for v in c[1:])
+                                 or any(v != int(v) for v in c[3:5]) for c in candidates):
             raise ValueError(
                 "SelectionConfig.candidates must be a non-empty list of rows [resolution_scale > 0, psf_sigma >= 0"
-                "[, section_psf >= 0[, section_trend_degree (an integer >= 0)[, n_frequencies (an integer >= 0)]]]], "
-                f"got {candidates!r}"
+                "[, section_psf >= 0[, section_trend_degree (an integer >= 0)[, n_frequencies (an integer >= 0)"
+                f"[, section_sparsity >= 0]]]]], got {candidates!r}"
             )
         self.candidates = [[float(v) for v in row] for row in candidates]  # JSON round trip
 

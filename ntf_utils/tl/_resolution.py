@@ -171,13 +171,13 @@ def phase_cost(field) -> dict:
 
 
 def _settings(config, row) -> dict:
-    """A candidate row ``[resolution_scale, psf_sigma[, section_psf[, section_trend_degree[, n_frequencies]]]]``
-    by name; what the row leaves out comes from ``config``."""
+    """A candidate row ``[resolution_scale, psf_sigma[, section_psf[, section_trend_degree[, n_frequencies[,
+    section_sparsity]]]]]`` by name; what the row leaves out comes from ``config``."""
     defaults = [None, None, config.training.section_psf, config.network.section_trend_degree,
-                config.encoding.n_frequencies]
-    scale, psf, section_psf, degree, octaves = list(row) + defaults[len(row):]
+                config.encoding.n_frequencies, config.training.section_sparsity]
+    scale, psf, section_psf, degree, octaves, sparsity = list(row) + defaults[len(row):]
     return {"resolution_scale": float(scale), "psf_sigma": float(psf), "section_psf": float(section_psf),
-            "section_trend_degree": int(degree), "n_frequencies": int(octaves)}
+            "section_trend_degree": int(degree), "n_frequencies": int(octaves), "section_sparsity": float(sparsity)}
 
 
 def _chosen(config, table):
@@ -195,4 +195,6 @@ def _with_settings(config, settings):
         network["section_trend_degree"] = settings["section_trend_degree"]
     if "n_frequencies" in settings:  # nor, before the frequency encoding, this
         encoding["n_frequencies"] = settings["n_frequencies"]
+    if "section_sparsity" in settings:  # nor, before the sparsity prior, this
+        training["section_sparsity"] = settings["section_sparsity"]
     return config.replace(encoding=encoding, training=training, network=network)
