@@ -230,8 +230,10 @@ class TrainingConfig(_Part):
         the section's effect. 0 (default): off. Turns section effects on when they are left to
         ``None``. Measured (``docs/model.md``, "Two priors on how the tissue may change"): with 0.03 the
         learned offsets of known injected effects correlate >= 0.9 with them on three of three seeds
-        (without: one), at 1.3x the fit time; not a default, as on held-out training sections of
-        sparse stacks the field's change between sections is mostly tissue.
+        (without: one), at 1.3x the fit time, and real ST sections left out one at a time are
+        predicted better (HER2ST 0.206 -> 0.218, Ståhl 0.208 -> 0.217, 5 and 3 sections fitted).
+        Not a default: on held-out training sections of sparse stacks the field's change between
+        sections is mostly tissue, and with two sections it lost. Use it with five or more sections.
     registration_lr
         With ``register_sections``: Adam's step for the section poses, in in-plane cell spacings
         (the rotation as the arc at the section's RMS radius); it follows the cosine schedule of ``lr``.
