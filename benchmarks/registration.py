@@ -235,10 +235,10 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="one motion seed, HER2ST only")
     parser.add_argument("--skip-paste", action="store_true", help="no PASTE rows")
     parser.add_argument("--out", type=Path, default=OUT)
-    parser.add_argument("--registration-prior", type=float, default=0.0,
+    parser.add_argument("--registration-prior", type=float, default=None,
                         help="TrainingConfig.registration_prior of the joint fits (docs/model.md, 'A prior on the poses')")
-    parser.add_argument("--section-sparsity", type=float, default=0.0,
-                        help="TrainingConfig.section_sparsity of the joint fits (with section effects; docs/model.md)")
+    parser.add_argument("--section-sparsity", type=float, default=None,
+                        help="TrainingConfig.section_sparsity of the joint fits only (with section effects; docs/model.md)")
     parser.add_argument("--field-config", type=json.loads, default={},
                         help="NTFConfig keyword dict (JSON) for the fits of EVERY method, so that the alignments "
                              "are compared with one field, e.g. '{\"training\": {\"section_sparsity\": 0.03}}'")
@@ -249,7 +249,9 @@ def main() -> None:
         log(f"PASTE skipped: {PEERS_PYTHON} missing (bash benchmarks/peers/setup_peers.sh)")
     seeds = [0] if args.quick else [0, 1, 2]
     datasets = ["breast_her2st_A"] if args.quick else ["breast_her2st_A", "breast_stahl"]
-    prior = {"joint": {"registration_prior": args.registration_prior, "section_sparsity": args.section_sparsity}}
+    # what is given for the joint fits goes on top of --field-config (which every method's fit reads)
+    joint = {"registration_prior": args.registration_prior, "section_sparsity": args.section_sparsity}
+    prior = {"joint": {name: value for name, value in joint.items() if value is not None}}
     synthetic = {**_merged(PLAIN, args.field_config), **prior}
     real = {**args.field_config, **prior}
     rows = synthetic_experiment(seeds, use_paste, synthetic) + real_experiment(datasets, use_paste, real)
