@@ -32,6 +32,7 @@ from ntf_utils import metrics  # noqa: E402
 DEFAULT_VARIANTS = {
     "default": {},
     "effects": {"network": {"section_effects": True}},
+    "effects + sparsity prior": {"network": {"section_effects": True}, "training": {"section_sparsity": 0.03}},
     "effects, poisson": {"loss": "poisson", "network": {"section_effects": True}},
 }
 

@@ -90,6 +90,19 @@ def test_without_a_z_prior_the_default_fit_has_no_section_effects(stack):
     assert len(sparse.sections) == 6
 
 
+def test_the_sparsity_prior_without_section_effects_is_ignored_with_a_warning(stack):
+    config = ntf.NTFConfig(selection={"enabled": False}, network={"section_effects": False},
+                           training={"section_sparsity": 0.03})
+    with pytest.warns(UserWarning, match="section_sparsity.*section_effects=False"):
+        f = ntf.tl.fit(stack, layer="lognorm", steps=5, seed=0, progress=False, config=config)
+    assert f.sections == []
+    unlabelled = stack.copy()
+    del unlabelled.obs["section"]
+    with pytest.warns(UserWarning, match="section_sparsity.*0 labelled section"):
+        ntf.tl.fit(unlabelled, layer="lognorm", steps=5, seed=0, progress=False,
+                   config=config.replace(network={"section_effects": None}))
+
+
 def _change_between_sections(f, adata) -> float:
     """Mean absolute change of the effect-free field over one section gap along z, at the cells."""
     coords = adata.obsm["spatial_3d"]

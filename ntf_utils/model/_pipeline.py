@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -130,6 +131,8 @@ def plan_fit(source: CellSource, config: NTFConfig, *, seed: int, validation) ->
         raise ValueError("config.network.section_effects=True needs cells in at least two labelled sections "
                          f"(obs[{Key.obs.section!r}]); found {len(survey.sections)}. Label the sections "
                          "(ntf.pp.stack_sections does) or pass section_effects=None/False")
+    if config.training.section_sparsity > 0 and not effects:
+        _warn_sparsity_ignored(config.network.section_effects, len(survey.sections))
     config = config.replace(network={"section_effects": bool(effects)})
     register = config.network.register_sections
     if register:
@@ -146,6 +149,16 @@ def plan_fit(source: CellSource, config: NTFConfig, *, seed: int, validation) ->
                    sections_z=list(survey.section_z) if coded else [],
                    sections_xy=list(survey.section_xy) if register else [],
                    seconds=time.perf_counter() - started, extra=source.plan_facts())
+
+
+def _warn_sparsity_ignored(section_effects: bool | None, n_sections: int) -> None:
+    """``section_sparsity`` is a prior on section effects: say so when the fit has none."""
+    why = ("config.network.section_effects=False turns them off" if section_effects is False
+           else f"the cells come in {n_sections} labelled section(s), and effects need at least two")
+    warnings.warn(f"TrainingConfig.section_sparsity is a prior that separates section effects from the tissue, but "
+                  f"this fit has no section effects ({why}): the prior is ignored. Label the sections "
+                  f"(obs[{Key.obs.section!r}]; ntf.pp.stack_sections does) and leave section_effects at None, or set "
+                  "section_sparsity=0.", UserWarning, stacklevel=4)
 
 
 def _check_registration(survey) -> None:
