@@ -103,6 +103,18 @@ def test_the_sparsity_prior_without_section_effects_is_ignored_with_a_warning(st
                    config=config.replace(network={"section_effects": None}))
 
 
+@pytest.mark.parametrize("scale", [1.0, 4.0])
+def test_one_section_gap_in_the_unit_cube_is_the_distance_between_sections(stack, scale):
+    """The sparsity prior moves cells by ``section_gap`` (and ``section_psf`` counts in it): one gap, at any grid."""
+    from ntf_utils.model._train import section_gap
+
+    f = ntf.tl.fit(stack, layer="lognorm", steps=2, seed=0, progress=False,
+                   config=ntf.NTFConfig(selection={"enabled": False}, encoding={"resolution_scale": scale}))
+    z = np.unique(stack.obsm["spatial_3d"][:, 2])
+    unit = f.transform.to_unit(np.column_stack([np.zeros((len(z), 2)), z]))
+    np.testing.assert_allclose(np.diff(unit[:, 2]), section_gap(f.config), rtol=1e-5)
+
+
 def _change_between_sections(f, adata) -> float:
     """Mean absolute change of the effect-free field over one section gap along z, at the cells."""
     coords = adata.obsm["spatial_3d"]
