@@ -168,8 +168,8 @@ class NetworkConfig(_Part):
         cells come in at least two labelled sections (``obs["section"]``) and a prior along z is
         on (``TrainingConfig.section_psf``, which the resolution selection decides per dataset, or
         ``TrainingConfig.section_sparsity``); without one, per-section effects also soak up tissue
-        that changes from section to section. ``True``: on whenever there are sections, in every selection candidate;
-        ``False``: off.
+        that changes from section to section. ``True``: on whenever there are sections, in every
+        selection candidate; ``False``: off.
     section_trend_degree
         Degree of the polynomial trend along z that section effects may not hold: it stays in the
         field (0: effects are only centred over sections).
@@ -291,8 +291,7 @@ class TrainingConfig(_Part):
                                  f"data), got {self.steps!r}")
         if not self.lr > 0:
             raise ValueError(f"TrainingConfig.lr must be > 0, got {self.lr}")
-        for name in ("section_penalty", "section_psf", "section_sparsity",
-                     "registration_prior"):
+        for name in ("section_penalty", "section_psf", "section_sparsity", "registration_prior"):
             if not getattr(self, name) >= 0:
                 raise ValueError(f"TrainingConfig.{name} must be >= 0, got {getattr(self, name)}")
         if not self.registration_lr > 0:
@@ -317,8 +316,8 @@ class SelectionConfig(_Part):
         ``True``: required (the streamed fit refuses it with an error); ``False``: off.
     candidates
         Rows compared: ``[resolution_scale, psf_sigma, section_psf, section_trend_degree,
-        n_frequencies, section_sparsity]`` (the last four may be left out: then the config's own). The defaults are
-        three hypotheses about the stack: sections that differ by biology along z (no z prior and,
+        n_frequencies, section_sparsity]`` (the last four may be left out: then the config's own). The
+        defaults are three hypotheses about the stack: sections that differ by biology along z (no z prior and,
         with ``section_effects=None``, no section effects; at the sampling rule's resolution with
         PSF jitter, and four times coarser without); sections that are technical replicates of a
         slowly changing tissue (a PSF one section gap wide along z, and section effects that may

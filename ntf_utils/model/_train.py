@@ -335,8 +335,8 @@ def _one_gap_along_z(u: torch.Tensor, config: NTFConfig, generator, device) -> t
 
 
 def section_gap(config: NTFConfig) -> float:
-    """One gap between training sections along z, in unit-cube units (under the data-matched rule a
-    finest z cell spans ``z_voxels_per_gap / resolution_scale`` gaps)."""
+    """One gap between training sections along z, in unit-cube units (the data-matched rule puts
+    ``z_voxels_per_gap / resolution_scale`` finest z cells in one gap)."""
     encoding = config.encoding
     return encoding.z_voxels_per_gap / encoding.resolution_scale / encoding.finest_resolution
 
@@ -345,8 +345,7 @@ def psf_sigmas(config: NTFConfig, section_effects: bool, n_dims: int) -> torch.T
     """Per-axis PSF jitter in unit-cube units (``None``: no jitter).
 
     ``psf_sigma`` finest cells on every axis; with section effects, along z at least ``section_psf``
-    section gaps (a finest z cell spans ``z_voxels_per_gap / resolution_scale`` gaps' worth of cells
-    under the data-matched rule), so that each section trains the field at its neighbours' depth
+    section gaps (:func:`section_gap`), so that each section trains the field at its neighbours' depth
     too and what differs from section to section is left to the section effects.
     """
     training, encoding = config.training, config.encoding
