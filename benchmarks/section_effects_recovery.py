@@ -89,14 +89,14 @@ def main(argv=None) -> None:
     injected = np.asarray(dirty.uns["ntf"]["section_effects"]["log_efficiency"])
     sections = list(dirty.uns["ntf"]["section_effects"]["sections"])
     genes = list(dirty.var_names)
-    train, test = ntf.pp.split_sections(dirty, holdout=held_out)
+    clean_split, dirty_split = (ntf.pp.split_sections(data, holdout=held_out) for data in (clean, dirty))
     degree = ntf.NTFConfig().network.section_trend_degree
     print(f"ceiling of a field that keeps the effects' degree-{degree} trend along z as tissue: held-out Pearson "
-          f"{trend_ceiling(train, test, injected, sections, degree):.4f} (degree 1: "
-          f"{trend_ceiling(train, test, injected, sections, 1):.4f})")
+          f"{trend_ceiling(*dirty_split, injected, sections, degree):.4f} (degree 1: "
+          f"{trend_ceiling(*dirty_split, injected, sections, 1):.4f})")
     print("data\tvariant\theldout_pearson_vs_truth\toffset_corr\toffset_corr_detrended\tseconds")
-    for data_name, data, runs in [("clean", clean, {"default": {}}), ("effects injected", dirty, variants)]:
-        train, test = ntf.pp.split_sections(data, holdout=held_out)
+    for data_name, (train, test), runs in [("clean", clean_split, {"default": {}}),
+                                           ("effects injected", dirty_split, variants)]:
         truth = np.asarray(test.layers["truth"])
         for label, overrides in runs.items():
             overrides = dict(overrides)

@@ -11,6 +11,7 @@ import torch
 import ntf_utils as ntf
 from ntf_utils.model import _checkpoint as ckpt
 from ntf_utils.model._section_effects import REFERENCE, SectionEffects, section_codes
+from ntf_utils.model._train import section_gap
 
 # section effects on, no resolution selection: the fit these tests check
 EFFECTS = ntf.NTFConfig(network={"section_effects": True}, selection={"enabled": False})
@@ -106,8 +107,6 @@ def test_the_sparsity_prior_without_section_effects_is_ignored_with_a_warning(st
 @pytest.mark.parametrize("scale", [1.0, 4.0])
 def test_one_section_gap_in_the_unit_cube_is_the_distance_between_sections(stack, scale):
     """The sparsity prior moves cells by ``section_gap`` (and ``section_psf`` counts in it): one gap, at any grid."""
-    from ntf_utils.model._train import section_gap
-
     f = ntf.tl.fit(stack, layer="lognorm", steps=2, seed=0, progress=False,
                    config=ntf.NTFConfig(selection={"enabled": False}, encoding={"resolution_scale": scale}))
     z = np.unique(stack.obsm["spatial_3d"][:, 2])
