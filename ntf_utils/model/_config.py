@@ -181,6 +181,16 @@ class NetworkConfig(_Part):
         of synthetic sections, but lowers the held-out accuracy on real ST sections, whose
         neighbours agree too little (``docs/model.md``; ``benchmarks/registration.py``). Needs at least two labelled sections (with a time axis, one reference per stage);
         works in streamed fits (:func:`ntf_utils.tl.fit_atlas`) as in :func:`ntf_utils.tl.fit`.
+    smooth_blend
+        Weight ``beta`` of a smoother solved in closed form in the field's prediction,
+        ``(1 - beta) * network + beta * smoother`` (:mod:`ntf_utils.model._smooth_base`): multi-level
+        grids from the sampling rule's resolution down to one cell across the cube, their values
+        the ridge solution for the training targets. The network trains as without it. 0 (default):
+        none; :func:`ntf_utils.tl.fit` chooses it on held-out training sections
+        (``SelectionConfig.blends``) unless it is set here. MSE loss and in-memory fits on one process only.
+    smooth_base_penalty, smooth_base_decay
+        The smoother's ridge weight on its finest level (in cells' worth of data) and how many
+        octaves weaker it gets per coarser level.
     """
 
     hidden_width: int = 128
@@ -189,12 +199,20 @@ class NetworkConfig(_Part):
     section_effects: bool | None = None
     section_trend_degree: int = 2
     register_sections: bool = False
+    smooth_blend: float = 0.0
+    smooth_base_penalty: float = 1.0
+    smooth_base_decay: float = 1.0
 
     def __post_init__(self) -> None:
         _require_ints(self, ("hidden_width", "latent_dim"))
         _require_ints(self, ("hidden_layers", "section_trend_degree"), minimum=0)
         _require_optional_bool(self, "section_effects")
         _require_bool(self, "register_sections")
+        if not 0 <= self.smooth_blend < 1:
+            raise ValueError(f"NetworkConfig.smooth_blend must be in [0, 1), got {self.smooth_blend!r}")
+        if not self.smooth_base_penalty > 0 or not self.smooth_base_decay >= 0:
+            raise ValueError("NetworkConfig.smooth_base_penalty must be > 0 and smooth_base_decay >= 0, got "
+                             f"{self.smooth_base_penalty!r} and {self.smooth_base_decay!r}")
 
 
 @dataclass
@@ -331,6 +349,13 @@ class SelectionConfig(_Part):
         wins). The winner is then refitted on every section, so with a single candidate left no
         run trains to its end. ``[]`` trains every candidate to its end (as before halving, about
         twice the cost; ``docs/model.md``, "What a default fit costs").
+    blends
+        Weights ``beta`` of the closed-form smoother (``NetworkConfig.smooth_blend``) tried after the
+        race: the winner's held-out loss is computed at each, with a smoother solved on the same
+        cells, and the lowest is kept for the refit (a few solves, well under a second on the
+        benchmark's data). ``[]`` or ``[0]``: no blend. Not when ``smooth_blend`` is set, with
+        ``validation=`` sections (the race's winner is returned as trained), a count loss or more
+        than one process.
     batch_size
         Largest minibatch of the candidate fits when the winner is refitted afterwards (``None``:
         the fit's own). The race only has to rank the candidates: with 1,024 instead of 4,096 cells
@@ -344,6 +369,7 @@ class SelectionConfig(_Part):
     candidates: list = field(default_factory=lambda: [[1.0, 0.5, 0.0, 2], [4.0, 0.0, 0.0, 2], [1.0, 0.5, 1.0, 0],
                                                       [1.0, 0.5, 0.0, 2, 2]])
     rungs: list = field(default_factory=lambda: [0.25, 0.5])
+    blends: list = field(default_factory=lambda: [0.0, 0.25, 0.5, 0.75])
     batch_size: int | None = 1024
 
     def __post_init__(self) -> None:
@@ -356,6 +382,11 @@ class SelectionConfig(_Part):
                 or list(rungs) != sorted(set(rungs))):
             raise ValueError(f"SelectionConfig.rungs must be increasing fractions in (0, 1], got {rungs!r}")
         self.rungs = [float(r) for r in rungs]
+        blends = self.blends
+        if not isinstance(blends, (list, tuple)) or any(isinstance(b, bool) or not isinstance(b, numbers.Real)
+                                                         or not 0 <= b < 1 for b in blends):
+            raise ValueError(f"SelectionConfig.blends must be a list of weights in [0, 1), got {blends!r}")
+        self.blends = [float(b) for b in blends]
         candidates = self.candidates
         if not candidates or any(not 2 <= len(c) <= 6 or not c[0] > 0 or not all(v >= 0 for v in c[1:])
                                  or any(v != int(v) for v in c[3:5]) for c in candidates):

@@ -10,6 +10,7 @@ from ._frequency import FrequencyEncoding
 from ._hashgrid import HashGridEncoding
 from ._poses import SectionPoses
 from ._section_effects import SectionEffects
+from ._smooth_base import SmoothBase, base_resolutions
 
 __all__ = ["FieldNetwork"]
 
@@ -60,6 +61,10 @@ class FieldNetwork(nn.Module):
         self.decoder = nn.Linear(net.latent_dim, n_genes)
         # extra per-gene parameter of the NB loss (log inverse dispersion); unused otherwise
         self.log_theta = nn.Parameter(torch.zeros(n_genes))
+        # the closed-form smoother blended into the prediction (solved by the pipeline); absent otherwise
+        self.smooth_blend = float(net.smooth_blend)
+        self.smooth_base = (SmoothBase(n_input_dims, n_genes, net.latent_dim, base_resolutions(enc.support_resolution))
+                            if self.smooth_blend > 0 else None)
         section_z = [] if section_z is None else list(section_z)
         effect_z = [] if net.section_effects is False else section_z
         self.section_effects = SectionEffects(len(effect_z), n_genes, effect_z, net.section_trend_degree)
@@ -92,7 +97,8 @@ class FieldNetwork(nn.Module):
 
         ``section`` ``(n,)`` adds each row's section effect and, with registration, first moves
         each row by its section's pose (-1 or None: the effect-free field at ``u`` as given).
-        With ``return_latent`` also the latent: training calls the module once per step this way,
+        In eval mode a closed-form smoother is blended in (``NetworkConfig.smooth_blend``; training
+        fits the network alone). With ``return_latent`` also the latent: training calls the module once per step this way,
         so wrappers that hook ``forward`` (DistributedDataParallel) see every parameter use. With
         ``return_effect_free`` (and ``return_latent``) the output before the section effects comes last.
         """
@@ -100,6 +106,8 @@ class FieldNetwork(nn.Module):
             u = self.poses(u, section)
         latent = self.latent(u)
         effect_free = out = self.decode(latent, gene_index)
+        if self.smooth_base is not None and not self.training:  # the network trains on its own (an ensemble)
+            effect_free = out = (1.0 - self.smooth_blend) * out + self.smooth_blend * self.smooth_base(u, gene_index)
         if section is not None:
             bias = self.decoder.bias if gene_index is None else self.decoder.bias[gene_index]
             out = self.section_effects.apply(out, bias, section, gene_index)

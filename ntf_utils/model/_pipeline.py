@@ -116,7 +116,7 @@ def support_points(coords: np.ndarray, transform: CoordinateTransform, config: N
     return u.astype(np.float32)
 
 
-def plan_fit(source: CellSource, config: NTFConfig, *, seed: int, validation) -> FitPlan:
+def plan_fit(source: CellSource, config: NTFConfig, *, seed: int, validation, world: int = 1) -> FitPlan:
     """Survey the coordinates, resolve the config, hold out validation rows, compute target statistics."""
     started = time.perf_counter()
     survey = source.survey(seed)
@@ -134,6 +134,8 @@ def plan_fit(source: CellSource, config: NTFConfig, *, seed: int, validation) ->
     if config.training.section_sparsity > 0 and not effects:
         _warn_sparsity_ignored(config.network.section_effects, len(survey.sections))
     config = config.replace(network={"section_effects": bool(effects)})
+    if config.network.smooth_blend > 0 and not smooth_base_applies(source.in_memory, config, world, warn=True):
+        config = config.replace(network={"smooth_blend": 0.0})
     register = config.network.register_sections
     if register:
         _check_registration(survey)
@@ -161,6 +163,33 @@ def _warn_sparsity_ignored(section_effects: bool | None, n_sections: int) -> Non
                   "section_sparsity=0.", UserWarning, stacklevel=4)
 
 
+def smooth_base_applies(in_memory: bool, config: NTFConfig, world: int, warn: bool = False) -> bool:
+    """Whether a closed-form smoother can be solved for this fit (with ``warn``, say why not and the fix)."""
+    why = None
+    if config.training.loss != "mse":
+        why = f"it is solved for standardised values and this fit uses the {config.training.loss!r} loss"
+    elif not in_memory:
+        why = "it is solved on every training cell at once and this fit streams its cells"
+    elif world > 1:
+        why = f"it is solved on one process and this fit runs on {world}"
+    if why is not None and warn:
+        warnings.warn(f"NetworkConfig.smooth_blend is ignored: {why}. Use loss='mse' on log-normalised values in "
+                      "tl.fit on one process, or set smooth_blend=0.", UserWarning, stacklevel=4)
+    return why is None
+
+
+def solve_smooth_base(base, cells, config: NTFConfig, seed: int) -> dict:
+    """Solve ``base`` (:class:`~._smooth_base.SmoothBase`) on the training cells; its summary for ``field.info``."""
+    started = time.perf_counter()
+    targets = cells.target.detach().cpu().double().numpy()
+    if cells.mask is not None:  # unmeasured entries count as the gene's mean
+        targets = targets * cells.mask.detach().cpu().numpy()
+    net = config.network
+    summary = base.solve(cells.u.detach().cpu().numpy(), targets, penalty=net.smooth_base_penalty,
+                         decay=net.smooth_base_decay, seed=seed)
+    return {**summary, "blend": float(net.smooth_blend), "seconds": round(time.perf_counter() - started, 3)}
+
+
 def _check_registration(survey) -> None:
     """Refuse ``register_sections`` where this version cannot apply it, with the fix."""
     if len(survey.sections) < 2:
@@ -177,7 +206,7 @@ def _plan_on_rank0(source, config, seed, validation, rank, world) -> FitPlan:
     plan = None
     if rank == 0:
         try:
-            plan = plan_fit(source, config, seed=seed, validation=validation)
+            plan = plan_fit(source, config, seed=seed, validation=validation, world=world)
         except Exception as err:
             if world == 1:
                 raise
@@ -278,6 +307,9 @@ class FitRun:
         fingerprint = "" if ckpt_dir is None else source.fingerprint(config, seed, validation, self.world)
         self.cells = source.training_cells(self.plan, rank=self.rank, world=self.world, device=self.device,
                                            seed=seed)
+        self.smooth_base = None
+        if self.network.smooth_base is not None:
+            self.smooth_base = solve_smooth_base(self.network.smooth_base, self.cells, config, seed)
         try:
             self.training = Training(self.network, config, self.cells, validation=val_cells, seed=seed,
                                      device=self.device, checkpoint_dir=ckpt_dir, fingerprint=fingerprint,
@@ -329,6 +361,8 @@ class FitRun:
         info = _fit_info(self.source, plan, state, network, self.device, self.world, seconds,
                          self.train_seconds, self.train_cpu_seconds)
         info.update(extra)
+        if self.smooth_base is not None:
+            info["smooth_base"] = self.smooth_base
         if network.poses is not None:
             warn_large_poses(network.poses.table(list(plan.sections)), plan.sampling.spacing[0])
         return NTFField(network, plan.config, plan.transform, list(self.source.var_names), plan.stats["mean"],

@@ -73,6 +73,8 @@ class CellSource:
         Gene names in output order.
     """
 
+    in_memory = False  # training cells are InMemoryCells (what the closed-form smoother is solved on)
+
     n_obs: int
     n_vars: int
     n_input_dims: int
@@ -191,6 +193,8 @@ class AnnDataSource(CellSource):
     loss
         The training loss: count losses need non-negative values.
     """
+
+    in_memory = True
 
     def __init__(self, adata, *, layer: str | None, spatial_key: str, time_key: str | None, loss: str) -> None:
         if adata.n_obs == 0:

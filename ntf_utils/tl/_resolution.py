@@ -11,6 +11,7 @@ held-out training section tells the two apart, so :func:`ntf_utils.tl.fit` asks 
 from __future__ import annotations
 
 import math
+import time
 
 import numpy as np
 
@@ -52,7 +53,9 @@ def select_resolution(adata, config, start_fit, *, validation, checkpoint_dir, f
 
     Successive halving (``config.selection.rungs``): every candidate trains to the first rung, the
     half with the higher best held-out loss so far is dropped, the rest train on to the next rung,
-    and so on; candidates still racing after the last rung train to their end.
+    and so on; candidates still racing after the last rung train to their end. When the winner is
+    refitted afterwards, its blend with a closed-form smoother is chosen on the same held-out
+    sections (:func:`choose_blend`).
 
     Parameters
     ----------
@@ -79,8 +82,9 @@ def select_resolution(adata, config, start_fit, *, validation, checkpoint_dir, f
     -------
     (chosen config, table, phases, field)
         ``table`` is a list of dicts (the candidate's settings: ``resolution_scale``, ``psf_sigma``,
-        ``section_psf``, ``section_trend_degree``, ``n_frequencies``; then ``validation_loss``,
-        ``finest_resolution``, ``steps_run``, ``chosen``), stored in ``field.info["resolution_selection"]``;
+        ``section_psf``, ``section_trend_degree``, ``n_frequencies``, ``section_sparsity``; then
+        ``validation_loss``, ``finest_resolution``, ``steps_run``, ``chosen``, and in the chosen row the
+        blend of :func:`choose_blend`), stored in ``field.info["resolution_selection"]``;
         ``phases`` lists each candidate fit (``phase``, ``n_cells``, ``batch_size``, ``steps_run``, ``seconds``);
         ``field`` is the fitted winner when ``validation`` was an AnnData (and no checkpoint
         directory was given), else ``None``.
@@ -130,12 +134,15 @@ def select_resolution(adata, config, start_fit, *, validation, checkpoint_dir, f
         for k in racing:
             runs[k].advance()
     best = min(racing, key=lambda k: _best_loss(runs[k]))
-    winner = None
+    winner, blend = None, {}
     if reuse:
         winner = runs[best].finish()
         costs[best] = phase_cost(winner)
     else:
+        blending = time.perf_counter()
+        blend = choose_blend(config, runs[best])
         drop(best, "chosen: refitted on every section next")
+        costs[best]["seconds"] = round(costs[best]["seconds"] + time.perf_counter() - blending, 3)
     for k in racing:
         if k != best:
             drop(k, f"lost at step {runs[k].state.step}")
@@ -144,11 +151,45 @@ def select_resolution(adata, config, start_fit, *, validation, checkpoint_dir, f
         loss = _best_loss(run)
         table.append({**_settings(config, row), "validation_loss": float(loss) if np.isfinite(loss) else None,
                       "finest_resolution": run.plan.config.encoding.finest_resolution,
-                      "steps_run": costs[k]["steps_run"], "chosen": k == best})
+                      "steps_run": costs[k]["steps_run"], "chosen": k == best, **(blend if k == best else {})})
         phases.append({"phase": f"candidate {k + 1}/{len(candidates)}", **costs[k]})
     if checkpoint_dir is not None:
         ckpt.save_selection(checkpoint_dir, table, fingerprint)
     return _chosen(config, table), table, phases, winner
+
+
+def choose_blend(config, run) -> dict:
+    """The weight of a closed-form smoother in the race winner's prediction, by its held-out loss.
+
+    A smoother (:class:`~ntf_utils.model._smooth_base.SmoothBase`) is solved on the cells the winner
+    trained on, and the winner's held-out loss (at its best weights) is computed with each weight of
+    ``config.selection.blends``. Returns ``{"smooth_blend": weight, "blend_losses": {weight: loss}}``
+    (the chosen row of ``info["resolution_selection"]`` carries them; the seconds go to its phase),
+    or ``{}`` where no blend is chosen (``NetworkConfig.smooth_blend`` set by the caller, no positive
+    weight to try, a count loss, a streamed or distributed fit).
+    """
+    from ..model._pipeline import distributed_rank, smooth_base_applies, solve_smooth_base
+    from ..model._smooth_base import SmoothBase, base_resolutions
+    from ..model._train import evaluate_loss
+
+    plan_config, network = run.plan.config, run.network
+    blends = sorted({0.0, *config.selection.blends})
+    if (config.network.smooth_blend > 0 or len(blends) < 2 or run.training.validation is None
+            or not smooth_base_applies(run.source.in_memory, plan_config, distributed_rank()[1])):
+        return {}
+    if run.training.best_weights is not None:
+        network.load_state_dict(run.training.best_weights)
+    network.smooth_base = SmoothBase(network.encoding.n_input_dims, network.decoder.out_features,
+                                     plan_config.network.latent_dim,
+                                     base_resolutions(plan_config.encoding.support_resolution)).to(run.device)
+    solve_smooth_base(network.smooth_base, run.cells, plan_config, seed=0)
+    losses = {}
+    for weight in blends:
+        network.smooth_blend = weight
+        losses[weight] = evaluate_loss(network, plan_config, run.training.validation, run.device)
+    network.smooth_base, network.smooth_blend = None, 0.0  # the run is dropped next; leave it as it was built
+    chosen = min(blends, key=lambda w: losses[w])
+    return {"smooth_blend": chosen, "blend_losses": {str(w): float(v) for w, v in losses.items()}}
 
 
 def _rung_step(run, fraction: float) -> int:
@@ -197,4 +238,6 @@ def _with_settings(config, settings):
         encoding["n_frequencies"] = settings["n_frequencies"]
     if "section_sparsity" in settings:  # nor, before the sparsity prior, this
         training["section_sparsity"] = settings["section_sparsity"]
+    if "smooth_blend" in settings:  # the chosen row, since blends are chosen
+        network["smooth_blend"] = settings["smooth_blend"]
     return config.replace(encoding=encoding, training=training, network=network)

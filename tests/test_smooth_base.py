@@ -1,0 +1,111 @@
+"""The closed-form smoother and its blend into the field's prediction (``model/_smooth_base.py``)."""
+
+import numpy as np
+import pytest
+import torch
+
+from ntf_utils import NTFConfig, NTFField, pp, tl
+from ntf_utils.datasets import synthetic_embryo
+from ntf_utils.model._smooth_base import SmoothBase, base_resolutions
+
+QUICK = {"training": {"steps": 120, "batch_size": 512, "eval_every": 40}}
+
+
+@pytest.fixture(scope="module")
+def small():
+    adata = synthetic_embryo(n_sections=8, cells_per_section=200, n_genes=8, seed=4)
+    pp.log_normalize(adata)
+    return adata
+
+
+def test_the_levels_halve_from_the_finest_resolution_to_one_cell():
+    assert base_resolutions(10.0) == [10.0, 5.0, 2.5, 1.25]
+    assert base_resolutions(1.5) == [1.5]
+
+
+def test_the_smoother_reproduces_a_linear_field_between_the_cells_it_was_solved_on():
+    # multilinear interpolation holds linear functions exactly, so a weak ridge must give them back
+    rng = np.random.default_rng(0)
+    coef = rng.normal(size=(3, 4))
+    u = rng.uniform(0.1, 0.9, size=(4000, 3))
+    base = SmoothBase(3, 4, 4, base_resolutions(8.0))
+    info = base.solve(u, (u - 0.5) @ coef, penalty=1e-6, decay=0.0)
+    assert info["cells"] == 4000 and info["levels"] == [8.0, 4.0, 2.0, 1.0]
+    new = rng.uniform(0.15, 0.85, size=(500, 3))
+    got = base(torch.from_numpy(new).float()).numpy()
+    want = (new - 0.5) @ coef
+    assert np.abs(got - want).max() < 0.02 * np.abs(want).max()
+    # the decoded genes are the principal scores times the axes, and a gene subset picks columns
+    np.testing.assert_allclose(base(torch.from_numpy(new).float(), torch.tensor([2, 0])).numpy(), got[:, [2, 0]],
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_a_stronger_ridge_shrinks_the_smoother_towards_zero():
+    rng = np.random.default_rng(1)
+    u = rng.uniform(size=(2000, 3))
+    targets = rng.normal(size=(2000, 3))
+    spread = []
+    for penalty in (0.1, 100.0):
+        base = SmoothBase(3, 3, 3, base_resolutions(6.0))
+        base.solve(u, targets, penalty=penalty, decay=1.0)
+        spread.append(float(base(torch.from_numpy(u).float()).std()))
+    assert spread[1] < 0.5 * spread[0]
+
+
+def test_the_blend_joins_the_prediction_in_eval_mode_only_and_survives_save_and_load(small, tmp_path):
+    config = NTFConfig(network={"smooth_blend": 0.5}, selection={"enabled": False}, **QUICK)
+    field = tl.fit(small, layer="lognorm", config=config, progress=False)
+    network = field.network
+    assert field.config.network.smooth_blend == 0.5 and field.info["smooth_base"]["blend"] == 0.5
+    u = torch.rand(64, 3) * 0.6 + 0.2
+    with torch.no_grad():
+        blended = network(u)
+        alone = network.decode(network.latent(u))
+        smooth = network.smooth_base(u)
+        network.train()
+        trained = network(u)
+        network.eval()
+    torch.testing.assert_close(blended, 0.5 * alone + 0.5 * smooth)
+    torch.testing.assert_close(trained, alone)  # training fits the network on its own
+    assert (smooth - alone).abs().mean() > 1e-3
+    field.save(tmp_path / "blended")
+    loaded = NTFField.load(tmp_path / "blended")
+    coords = small.obsm["spatial_3d"][:100]
+    np.testing.assert_array_equal(loaded.predict(coords), field.predict(coords))
+
+
+def test_selection_keeps_the_blend_with_the_lowest_heldout_loss(small):
+    field = tl.fit(small, layer="lognorm", config=NTFConfig(**QUICK), progress=False)
+    chosen = next(row for row in field.info["resolution_selection"] if row["chosen"])
+    losses = {float(w): v for w, v in chosen["blend_losses"].items()}
+    assert sorted(losses) == [0.0, 0.25, 0.5, 0.75]
+    assert chosen["smooth_blend"] == min(losses, key=losses.get)
+    assert field.config.network.smooth_blend == chosen["smooth_blend"]
+    assert ("smooth_base" in field.info) == (chosen["smooth_blend"] > 0)
+    # no blends to try: the race's winner is refitted as before, without a smoother
+    plain = tl.fit(small, layer="lognorm", config=NTFConfig(selection={"blends": []}, **QUICK), progress=False)
+    assert plain.network.smooth_base is None and "smooth_blend" not in next(
+        row for row in plain.info["resolution_selection"] if row["chosen"])
+
+
+def test_a_blend_the_caller_sets_is_kept(small):
+    config = NTFConfig(network={"smooth_blend": 0.25}, **QUICK)
+    field = tl.fit(small, layer="lognorm", config=config, progress=False)
+    assert "blend_losses" not in next(row for row in field.info["resolution_selection"] if row["chosen"])
+    assert field.config.network.smooth_blend == 0.25 and field.network.smooth_base is not None
+
+
+def test_count_losses_ignore_the_blend_with_a_warning_that_names_the_fix(small):
+    counts = small.copy()
+    counts.X = np.asarray(counts.layers["counts"] if "counts" in counts.layers else counts.X)
+    config = NTFConfig(network={"smooth_blend": 0.5}, selection={"enabled": False}, **QUICK)
+    with pytest.warns(UserWarning, match=r"smooth_blend is ignored.*'poisson' loss.*loss='mse'"):
+        field = tl.fit(counts, loss="poisson", config=config, progress=False)
+    assert field.config.network.smooth_blend == 0.0 and field.network.smooth_base is None
+
+
+@pytest.mark.parametrize("bad", [{"network": {"smooth_blend": 1.0}}, {"network": {"smooth_blend": -0.1}},
+                                 {"network": {"smooth_base_penalty": 0.0}}, {"selection": {"blends": [0.5, 1.0]}}])
+def test_out_of_range_blend_settings_are_refused(bad):
+    with pytest.raises(ValueError, match="smooth_b|blends"):
+        NTFConfig(**bad)
