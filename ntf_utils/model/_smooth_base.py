@@ -32,8 +32,8 @@ from torch import nn
 
 __all__ = ["SmoothBase", "base_resolutions"]
 
-MAX_NODES = 100_000  # past this many touched nodes the finest levels are dropped (memory, solve time)
-MAX_SOLVE_CELLS = 100_000  # the solve uses a seeded subsample of larger data
+MAX_NODES = 20_000  # past this many touched nodes the finest levels are dropped (memory, solve time)
+MAX_SOLVE_CELLS = 50_000  # the solve uses a seeded subsample of larger data
 
 
 def base_resolutions(finest: float) -> list[float]:
