@@ -8,7 +8,10 @@ import pytest
 from ntf_utils import NTFConfig, datasets, pl, pp, tl
 from ntf_utils.tl._conformal import ANCHOR_ENDS, ANCHOR_SECTIONS, _distances, _folds
 
-CONFIG = NTFConfig(training={"steps": 150, "batch_size": 1024})
+# no blend with the closed-form smoother: these tests measure the calibration, and the numbers in their
+# docstrings were measured without it (with the blend this split chooses, 0.5, the intervals cover more:
+# 0.861 / 0.940 / 0.974 at 80 / 90 / 95%; docs/model.md, "Calibrated intervals")
+CONFIG = NTFConfig(training={"steps": 150, "batch_size": 1024}, selection={"blends": []})
 
 
 @pytest.fixture(scope="module")

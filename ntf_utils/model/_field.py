@@ -187,10 +187,15 @@ class NTFField:
         return out
 
     def latent(self, coords, *, time=None, batch_size: int = 65536) -> np.ndarray:
-        """The ``(n, latent_dim)`` latent: a compact description of the expression state at each point."""
+        """The ``(n, latent_width)`` latent: a compact description of the expression state at each point.
+
+        ``latent_dim`` columns, plus the weighted principal scores of the closed-form smoother when the
+        field blends one in (``config.network.smooth_blend``), so that the gene decoder of the latent is
+        the field's prediction.
+        """
         coords = self._prepare_coords(coords, time)
         batch_size = check_positive_int(batch_size, "batch_size")
-        out = np.empty((len(coords), self.config.network.latent_dim), dtype=np.float32)
+        out = np.empty((len(coords), self.network.latent_width), dtype=np.float32)
         with torch.no_grad():
             for start in range(0, len(coords), batch_size):
                 u = torch.from_numpy(self.transform.to_unit(coords[start : start + batch_size])).to(self.device)

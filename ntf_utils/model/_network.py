@@ -76,20 +76,49 @@ class FieldNetwork(nn.Module):
         else:
             self.level_weights = None
 
+    @property
+    def blended(self) -> bool:
+        """Whether the closed-form smoother is part of the output now (eval mode, with a smoother)."""
+        return self.smooth_base is not None and not self.training
+
+    @property
+    def latent_width(self) -> int:
+        """Columns of :meth:`latent`: ``latent_dim``, plus the smoother's scores when :attr:`blended`."""
+        return self.decoder.in_features + (self.smooth_base.rank if self.blended else 0)
+
     def latent(self, u: torch.Tensor) -> torch.Tensor:
-        """``(n, latent_dim)`` latent at unit-cube points ``u`` ``(n, D)``."""
+        """``(n, latent_width)`` latent at unit-cube points ``u`` ``(n, D)``.
+
+        When :attr:`blended` it is ``[(1 - beta) * MLP latent, beta * smoother scores]``, so that
+        :meth:`decode` of it is the blended prediction and what clusters the latent (``tl.domains``)
+        sees what the field predicts.
+        """
         features = self.encoding(u)
         if self.level_weights is not None:
             features = features * self.level_weights.repeat_interleave(self.encoding.n_features_per_level)
         if self.frequencies is not None:
             features = torch.cat((features, self.frequencies(u).to(features.dtype)), dim=1)
-        return self.trunk(features)
+        latent = self.trunk(features)
+        if self.blended:
+            beta = self.smooth_blend
+            latent = torch.cat(((1.0 - beta) * latent, beta * self.smooth_base.scores(u).to(latent.dtype)), dim=1)
+        return latent
+
+    def decoder_matrix(self, gene_index: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(weight (genes, latent_width), bias)`` that :meth:`decode` applies to :meth:`latent` now."""
+        weight, bias = self.decoder.weight, self.decoder.bias
+        if gene_index is not None:
+            weight, bias = weight[gene_index], bias[gene_index]
+        if self.blended:  # (1 - beta) (W z + b) + beta A s  =  [W, A] [(1 - beta) z, beta s] + (1 - beta) b
+            axes = self.smooth_base.axes if gene_index is None else self.smooth_base.axes[gene_index]
+            weight, bias = torch.cat((weight, axes.to(weight.dtype)), dim=1), (1.0 - self.smooth_blend) * bias
+        return weight, bias
 
     def decode(self, z: torch.Tensor, gene_index: torch.Tensor | None = None) -> torch.Tensor:
-        """Linear decoder, restricted to ``gene_index`` when given."""
-        if gene_index is None:
+        """Linear decoder of :meth:`latent`, restricted to ``gene_index`` when given."""
+        if gene_index is None and not self.blended:
             return self.decoder(z)
-        return nn.functional.linear(z, self.decoder.weight[gene_index], self.decoder.bias[gene_index])
+        return nn.functional.linear(z, *self.decoder_matrix(gene_index))
 
     def forward(self, u: torch.Tensor, gene_index: torch.Tensor | None = None, return_latent: bool = False,
                 section: torch.Tensor | None = None, return_effect_free: bool = False):
@@ -105,9 +134,7 @@ class FieldNetwork(nn.Module):
         if self.poses is not None:
             u = self.poses(u, section)
         latent = self.latent(u)
-        effect_free = out = self.decode(latent, gene_index)
-        if self.smooth_base is not None and not self.training:  # the network trains on its own (an ensemble)
-            effect_free = out = (1.0 - self.smooth_blend) * out + self.smooth_blend * self.smooth_base(u, gene_index)
+        effect_free = out = self.decode(latent, gene_index)  # blended with the smoother in eval mode
         if section is not None:
             bias = self.decoder.bias if gene_index is None else self.decoder.bias[gene_index]
             out = self.section_effects.apply(out, bias, section, gene_index)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import torch
 
 from .._anndata import read_coords
 from .._constants import Key
@@ -42,7 +43,8 @@ def latent_embedding(field, coords, *, time=None) -> np.ndarray:
         singular value of the decoder.
     """
     latent = field.latent(coords, time=time).astype(np.float64)
-    weight = field.network.decoder.weight.detach().cpu().numpy().astype(np.float64)  # (genes, r)
+    with torch.no_grad():  # (genes, latent width): with a blended smoother, its axes too
+        weight = field.network.decoder_matrix()[0].cpu().numpy().astype(np.float64)
     if field.config.training.loss == "mse":
         weight = weight * np.asarray(field.gene_std, dtype=np.float64)[:, None]
     _, s, vt = np.linalg.svd(weight, full_matrices=False)
