@@ -763,7 +763,7 @@ def test_field_predict(fitted, data):
     out, _ = attempt(f"NTFField.{method}", call, defects=defects, fatal=tuple(defects))
     if out is not None:
         n = 1 if np.ndim(coords) == 1 else len(coords)
-        width = field.config.network.latent_dim if method == "latent" else n_genes
+        width = field.network.latent_width if method == "latent" else n_genes
         assert out.shape == (n, width) and out.dtype == np.float32
         assert_finite(out, method)
 

@@ -111,6 +111,17 @@ def test_count_losses_ignore_the_blend_with_a_warning_that_names_the_fix(small):
     assert field.config.network.smooth_blend == 0.0 and field.network.smooth_base is None
 
 
+def test_a_field_with_section_effects_is_not_blended(small):
+    # the smoother is fitted to the sections as measured: it would put their technical differences back
+    config = NTFConfig(network={"smooth_blend": 0.5, "section_effects": True}, selection={"enabled": False}, **QUICK)
+    with pytest.warns(UserWarning, match=r"smooth_blend is ignored.*section_effects"):
+        field = tl.fit(small, layer="lognorm", config=config, progress=False)
+    assert field.config.network.smooth_blend == 0.0 and field.network.section_effects.n_sections > 0
+    raced = tl.fit(small, layer="lognorm", config=NTFConfig(network={"section_effects": True}, **QUICK),
+                   progress=False)
+    assert "smooth_blend" not in next(row for row in raced.info["resolution_selection"] if row["chosen"])
+
+
 @pytest.mark.parametrize("bad", [{"network": {"smooth_blend": 1.0}}, {"network": {"smooth_blend": -0.1}},
                                  {"network": {"smooth_base_penalty": 0.0}}, {"selection": {"blends": [0.5, 1.0]}}])
 def test_out_of_range_blend_settings_are_refused(bad):

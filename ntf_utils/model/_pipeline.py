@@ -172,9 +172,13 @@ def smooth_base_applies(in_memory: bool, config: NTFConfig, world: int, warn: bo
         why = "it is solved on every training cell at once and this fit streams its cells"
     elif world > 1:
         why = f"it is solved on one process and this fit runs on {world}"
+    elif config.network.section_effects:
+        why = ("it is fitted to the cells as measured, technical differences between sections included, and "
+               "this field keeps those apart (section_effects)")
     if why is not None and warn:
         warnings.warn(f"NetworkConfig.smooth_blend is ignored: {why}. Use loss='mse' on log-normalised values in "
-                      "tl.fit on one process, or set smooth_blend=0.", UserWarning, stacklevel=4)
+                      "tl.fit on one process without section effects, or set smooth_blend=0.", UserWarning,
+                      stacklevel=4)
     return why is None
 
 

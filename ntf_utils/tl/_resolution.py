@@ -166,7 +166,8 @@ def choose_blend(config, run) -> dict:
     ``config.selection.blends``. Returns ``{"smooth_blend": weight, "blend_losses": {weight: loss}}``
     (the chosen row of ``info["resolution_selection"]`` carries them; the seconds go to its phase),
     or ``{}`` where no blend is chosen (``NetworkConfig.smooth_blend`` set by the caller, no positive
-    weight to try, a count loss, a streamed or distributed fit).
+    weight to try, a count loss, a streamed or distributed fit, or a winner with section effects: the
+    smoother is fitted to the sections as measured and would put their technical differences back).
     """
     from ..model._pipeline import distributed_rank, smooth_base_applies, solve_smooth_base
     from ..model._smooth_base import SmoothBase, base_resolutions
