@@ -10,7 +10,7 @@ from ._frequency import FrequencyEncoding
 from ._hashgrid import HashGridEncoding
 from ._poses import SectionPoses
 from ._section_effects import SectionEffects
-from ._smooth_base import SmoothBase, base_resolutions
+from ._smooth_base import SmoothBase
 
 __all__ = ["FieldNetwork"]
 
@@ -63,8 +63,7 @@ class FieldNetwork(nn.Module):
         self.log_theta = nn.Parameter(torch.zeros(n_genes))
         # the closed-form smoother blended into the prediction (solved by the pipeline); absent otherwise
         self.smooth_blend = float(net.smooth_blend)
-        self.smooth_base = (SmoothBase(n_input_dims, n_genes, net.latent_dim, base_resolutions(enc.support_resolution))
-                            if self.smooth_blend > 0 else None)
+        self.smooth_base = SmoothBase.for_field(config, n_input_dims, n_genes) if self.smooth_blend > 0 else None
         section_z = [] if section_z is None else list(section_z)
         effect_z = [] if net.section_effects is False else section_z
         self.section_effects = SectionEffects(len(effect_z), n_genes, effect_z, net.section_trend_degree)

@@ -78,6 +78,12 @@ class SmoothBase(nn.Module):
         corners = np.array(list(itertools.product((0, 1), repeat=self.n_input_dims)), dtype=np.int64)
         self.register_buffer("_corners", torch.from_numpy(corners), persistent=False)
 
+    @classmethod
+    def for_field(cls, config, n_input_dims: int, n_genes: int) -> SmoothBase:
+        """The smoother of a field with the resolved ``config``: the latent's rank, levels from the
+        sampling rule's finest resolution (:func:`base_resolutions`)."""
+        return cls(n_input_dims, n_genes, config.network.latent_dim, base_resolutions(config.encoding.support_resolution))
+
     def _corner_weights(self, u: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Node ids ``(n, 2**D)`` and multilinear weights of points ``u`` (clamped to the cube) on level ``k``."""
         scaled = u.clamp(0.0, 1.0) * self.resolutions[k]

@@ -170,7 +170,7 @@ def choose_blend(config, run) -> dict:
     smoother is fitted to the sections as measured and would put their technical differences back).
     """
     from ..model._pipeline import distributed_rank, smooth_base_applies, solve_smooth_base
-    from ..model._smooth_base import SmoothBase, base_resolutions
+    from ..model._smooth_base import SmoothBase
     from ..model._train import evaluate_loss
 
     plan_config, network = run.plan.config, run.network
@@ -180,9 +180,8 @@ def choose_blend(config, run) -> dict:
         return {}
     if run.training.best_weights is not None:
         network.load_state_dict(run.training.best_weights)
-    network.smooth_base = SmoothBase(network.encoding.n_input_dims, network.decoder.out_features,
-                                     plan_config.network.latent_dim,
-                                     base_resolutions(plan_config.encoding.support_resolution)).to(run.device)
+    network.smooth_base = SmoothBase.for_field(plan_config, network.encoding.n_input_dims,
+                                               network.decoder.out_features).to(run.device)
     solve_smooth_base(network.smooth_base, run.cells, plan_config, seed=0)
     losses = {}
     for weight in blends:
