@@ -80,7 +80,10 @@ def machine() -> dict:
         cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    return {"machine": platform.machine(), "cpu": cpu, "torch": torch.__version__}
+    # the model name alone is not enough: virtual machines report "AMD EPYC" for generations with and
+    # without AVX-512, and torch's CPU kernels (so the last bits of a sum) follow the instruction set
+    return {"machine": platform.machine(), "cpu": cpu, "torch": torch.__version__,
+            "capability": torch.backends.cpu.get_cpu_capability()}
 
 
 def main(argv) -> int:
