@@ -1,5 +1,7 @@
 """The closed-form smoother and its blend into the field's prediction (``model/_smooth_base.py``)."""
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -127,3 +129,23 @@ def test_a_field_with_section_effects_is_not_blended(small):
 def test_out_of_range_blend_settings_are_refused(bad):
     with pytest.raises(ValueError, match="smooth_b|blends"):
         NTFConfig(**bad)
+
+
+def test_two_sections_get_the_default_blend_where_the_smoother_applies(small):
+    # two sections: nothing interior to hold out, so no race chooses the weight; the default one is used
+    names = list(small.obs["section"].cat.categories)
+    two = small[small.obs["section"].isin([names[2], names[5]])].copy()
+    field = tl.fit(two, layer="lognorm", config=NTFConfig(**QUICK), progress=False)
+    assert "resolution_selection" not in field.info
+    assert field.config.network.smooth_blend == 0.25 and field.info["smooth_base"]["blend"] == 0.25
+    # not where the caller fixed the settings, nor (quietly) where the smoother does not apply
+    off = {"selection disabled": {"selection": {"enabled": False}}, "no blends": {"selection": {"blends": []}},
+           "section effects": {"network": {"section_effects": True}}}
+    for name, settings in off.items():
+        config = NTFConfig(**settings, **QUICK)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", UserWarning)
+            plain = tl.fit(two, layer="lognorm", config=config, progress=False)
+        assert plain.config.network.smooth_blend == 0.0 and "smooth_base" not in plain.info, name
+    with pytest.raises(ValueError, match="blend_without_race"):
+        NTFConfig(selection={"blend_without_race": 1.0})

@@ -357,6 +357,14 @@ class SelectionConfig(_Part):
         benchmark's data). ``[]`` or ``[0]``: no blend. Not when ``smooth_blend`` is set, with
         ``validation=`` sections (the race's winner is returned as trained), a count loss, more
         than one process, or a winner with section effects.
+    blend_without_race
+        The smoother's weight where no race can choose one because the stack has only two labelled
+        sections (nothing interior to hold out). Chosen on held-out *training* sections: fitted on two
+        sections, the middle one of three was predicted better at 0.25 than without the smoother on
+        BDTNP and HER2ST and within 0.005 on the synthetic embryo, where larger weights lost on HER2ST
+        (``docs/model.md``, "With two sections"). 0: none. Not with ``enabled=False``, a fixed
+        ``finest_resolution``, a time axis, ``blends=[]``, a ``smooth_blend`` of the caller's, or where
+        the smoother does not apply (count loss, streamed or multi-process fit, section effects).
     batch_size
         Largest minibatch of the candidate fits when the winner is refitted afterwards (``None``:
         the fit's own). The race only has to rank the candidates: with 1,024 instead of 4,096 cells
@@ -371,6 +379,7 @@ class SelectionConfig(_Part):
                                                       [1.0, 0.5, 0.0, 2, 2]])
     rungs: list = field(default_factory=lambda: [0.25, 0.5])
     blends: list = field(default_factory=lambda: [0.0, 0.25, 0.5, 0.75])
+    blend_without_race: float = 0.25
     batch_size: int | None = 1024
 
     def __post_init__(self) -> None:
@@ -388,6 +397,10 @@ class SelectionConfig(_Part):
                                                          or not 0 <= b < 1 for b in blends):
             raise ValueError(f"SelectionConfig.blends must be a list of weights in [0, 1), got {blends!r}")
         self.blends = [float(b) for b in blends]
+        weight = self.blend_without_race
+        if isinstance(weight, bool) or not isinstance(weight, numbers.Real) or not 0 <= weight < 1:
+            raise ValueError(f"SelectionConfig.blend_without_race must be a weight in [0, 1), got {weight!r}")
+        self.blend_without_race = float(weight)
         candidates = self.candidates
         if not candidates or any(not 2 <= len(c) <= 6 or not c[0] > 0 or not all(v >= 0 for v in c[1:])
                                  or any(v != int(v) for v in c[3:5]) for c in candidates):

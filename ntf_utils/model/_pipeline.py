@@ -124,9 +124,8 @@ def plan_fit(source: CellSource, config: NTFConfig, *, seed: int, validation, wo
     has_sections = survey.sectioned and n_z <= max(50, source.n_obs // 20)
     config, transform = resolve_config(config, survey.sampling, has_sections, source.n_vars, source.n_obs)
     effects = config.network.section_effects
-    if effects is None:  # identifiable with a prior along z only: see model/_section_effects.py
-        prior = config.training.section_psf > 0 or config.training.section_sparsity > 0
-        effects = len(survey.sections) >= 2 and prior
+    if effects is None:
+        effects = section_effects_on(config, len(survey.sections))
     elif effects and len(survey.sections) < 2:
         raise ValueError("config.network.section_effects=True needs cells in at least two labelled sections "
                          f"(obs[{Key.obs.section!r}]); found {len(survey.sections)}. Label the sections "
@@ -161,6 +160,14 @@ def _warn_sparsity_ignored(section_effects: bool | None, n_sections: int) -> Non
                   f"this fit has no section effects ({why}): the prior is ignored. Label the sections "
                   f"(obs[{Key.obs.section!r}]; ntf.pp.stack_sections does) and leave section_effects at None, or set "
                   "section_sparsity=0.", UserWarning, stacklevel=4)
+
+
+def section_effects_on(config: NTFConfig, n_sections: int) -> bool:
+    """Whether ``section_effects=None`` turns section effects on: with two or more labelled sections and a
+    prior along z (``section_psf`` or ``section_sparsity``), which makes them identifiable
+    (:mod:`._section_effects`)."""
+    prior = config.training.section_psf > 0 or config.training.section_sparsity > 0
+    return n_sections >= 2 and prior
 
 
 def smooth_base_applies(in_memory: bool, config: NTFConfig, world: int, warn: bool = False) -> bool:

@@ -14,7 +14,7 @@ from ..model._config import NTFConfig
 from ..model._field import NTFField
 from ..model._pipeline import FitRun, config_with_overrides, fit_field
 from ..model._sources import AnnDataSource
-from ._resolution import applies, phase_cost, select_resolution
+from ._resolution import applies, blend_without_race, phase_cost, select_resolution
 
 __all__ = ["fit"]
 
@@ -67,7 +67,8 @@ def fit(
     of them), and the one with the lowest held-out loss is refitted on all sections. With ``validation`` sections
     given, those are held out instead and the winner is returned without a refit. The comparison is
     in ``field.info["resolution_selection"]``. No selection happens with a time axis, a fixed
-    ``finest_resolution``, or ``selection.enabled=False``.
+    ``finest_resolution``, or ``selection.enabled=False``. With only two sections the field's prediction
+    is blended with a closed-form smoother at ``selection.blend_without_race`` (``field.info["smooth_base"]``).
     """
     _check_arguments(adata, seed, checkpoint_dir)
     config = config_with_overrides(config, steps, batch_size, loss)
@@ -75,6 +76,7 @@ def fit(
                            loss=config.training.loss)  # bad input fails here, before any fit
     common = {"seed": seed, "device": device, "progress": progress}
     if not applies(config, adata, time_key):
+        config = blend_without_race(config, adata, time_key)
         field = fit_field(source, config, validation=validation, checkpoint_dir=checkpoint_dir, **common)
         field.info["phases"] = [_phase("fit", field)]
         field.info["total_seconds"] = field.info["fit_seconds"]

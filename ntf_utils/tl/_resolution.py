@@ -17,7 +17,7 @@ import numpy as np
 
 from .._constants import Key
 
-__all__ = ["applies", "heldout_sections", "phase_cost", "select_resolution"]
+__all__ = ["applies", "blend_without_race", "heldout_sections", "phase_cost", "select_resolution"]
 
 MIN_SECTIONS = 3  # one interior section to hold out and at least two to interpolate it from
 
@@ -36,6 +36,27 @@ def applies(config, adata, time_key) -> bool:
     if time_key is not None or adata.n_obs == 0 or Key.obs.section not in adata.obs:
         return False
     return adata.obs[Key.obs.section].nunique() >= MIN_SECTIONS
+
+
+def blend_without_race(config, adata, time_key):
+    """``config`` with ``SelectionConfig.blend_without_race`` as the smoother's weight where the race
+    would run but cannot for lack of sections (exactly two labelled ones); ``config`` as given otherwise.
+
+    Quiet where the smoother does not apply (the weight is a default, not the caller's request).
+    """
+    from ..model._pipeline import distributed_rank, section_effects_on, smooth_base_applies
+
+    selection = config.selection
+    weight = selection.blend_without_race if max(selection.blends, default=0.0) > 0 else 0.0
+    if (weight <= 0 or selection.enabled is False or config.encoding.finest_resolution is not None
+            or time_key is not None or config.network.smooth_blend > 0 or Key.obs.section not in adata.obs
+            or adata.obs[Key.obs.section].nunique() != 2):
+        return config
+    effects = config.network.section_effects
+    effects = section_effects_on(config, 2) if effects is None else effects
+    if not smooth_base_applies(True, config.replace(network={"section_effects": effects}), distributed_rank()[1]):
+        return config
+    return config.replace(network={"smooth_blend": weight})
 
 
 def heldout_sections(adata, spatial_key: str) -> list[str]:
