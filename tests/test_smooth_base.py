@@ -10,6 +10,7 @@ from ntf_utils import NTFConfig, NTFField, pp, tl
 from ntf_utils.datasets import synthetic_embryo
 from ntf_utils.model._smooth_base import SmoothBase, base_resolutions
 from ntf_utils.tl._domains import latent_embedding
+from ntf_utils.tl._resolution import blend_without_race
 
 QUICK = {"training": {"steps": 120, "batch_size": 512, "eval_every": 40}}
 
@@ -135,17 +136,20 @@ def test_two_sections_get_the_default_blend_where_the_smoother_applies(small):
     # two sections: nothing interior to hold out, so no race chooses the weight; the default one is used
     names = list(small.obs["section"].cat.categories)
     two = small[small.obs["section"].isin([names[2], names[5]])].copy()
-    field = tl.fit(two, layer="lognorm", config=NTFConfig(**QUICK), progress=False)
+    short = {"training": {"steps": 40, "batch_size": 256, "eval_every": 20}}
+    field = tl.fit(two, layer="lognorm", config=NTFConfig(**short), progress=False)
     assert "resolution_selection" not in field.info
     assert field.config.network.smooth_blend == 0.25 and field.info["smooth_base"]["blend"] == 0.25
     # not where the caller fixed the settings, nor (quietly) where the smoother does not apply
     off = {"selection disabled": {"selection": {"enabled": False}}, "no blends": {"selection": {"blends": []}},
-           "section effects": {"network": {"section_effects": True}}}
+           "section effects": {"network": {"section_effects": True}}, "a z prior": {"training": {"section_psf": 1.0}},
+           "count loss": {"training": {"loss": "poisson"}}, "fixed grid": {"encoding": {"finest_resolution": 8.0}}}
     for name, settings in off.items():
-        config = NTFConfig(**settings, **QUICK)
+        config = NTFConfig(**settings)
         with warnings.catch_warnings():
             warnings.simplefilter("error", UserWarning)
-            plain = tl.fit(two, layer="lognorm", config=config, progress=False)
-        assert plain.config.network.smooth_blend == 0.0 and "smooth_base" not in plain.info, name
+            assert blend_without_race(config, two, None) is config, name
+    assert blend_without_race(NTFConfig(), two, "time") == NTFConfig()  # a time axis: stages do not interpolate
+    assert blend_without_race(NTFConfig(), small, None) == NTFConfig()  # eight sections: the race chooses
     with pytest.raises(ValueError, match="blend_without_race"):
         NTFConfig(selection={"blend_without_race": 1.0})
