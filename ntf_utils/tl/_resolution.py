@@ -29,13 +29,17 @@ def applies(config, adata, time_key) -> bool:
     fixed: ``selection.enabled=False``, a ``finest_resolution``, or a single candidate. Fields with a
     time axis use the first candidate (sections of different stages do not interpolate each other).
     """
+    return len(config.selection.candidates) >= 2 and _race_sections(config, adata, time_key) >= MIN_SECTIONS
+
+
+def _race_sections(config, adata, time_key) -> int:
+    """How many labelled sections a race could hold out from; 0 where the caller fixed the settings
+    (``selection.enabled=False``, a ``finest_resolution``) or stages do not interpolate (a time axis)."""
     if config.selection.enabled is False or config.encoding.finest_resolution is not None:
-        return False
-    if len(config.selection.candidates) < 2:
-        return False
+        return 0
     if time_key is not None or adata.n_obs == 0 or Key.obs.section not in adata.obs:
-        return False
-    return adata.obs[Key.obs.section].nunique() >= MIN_SECTIONS
+        return 0
+    return int(adata.obs[Key.obs.section].nunique())
 
 
 def blend_without_race(config, adata, time_key):
@@ -48,9 +52,7 @@ def blend_without_race(config, adata, time_key):
 
     selection = config.selection
     weight = selection.blend_without_race if max(selection.blends, default=0.0) > 0 else 0.0
-    if (weight <= 0 or selection.enabled is False or config.encoding.finest_resolution is not None
-            or time_key is not None or config.network.smooth_blend > 0 or Key.obs.section not in adata.obs
-            or adata.obs[Key.obs.section].nunique() != 2):
+    if weight <= 0 or config.network.smooth_blend > 0 or _race_sections(config, adata, time_key) != 2:
         return config
     effects = config.network.section_effects
     effects = section_effects_on(config, 2) if effects is None else effects
