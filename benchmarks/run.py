@@ -159,15 +159,20 @@ def _aligned_stack(load_sections):
         return stacked_spots(ntf.pp.align_sections(load_sections(), copy=True))
 
 
-def load_dataset(name: str, cfg: dict):
-    """``(stacked AnnData with layer "lognorm", truth layer name)`` for a benchmark dataset."""
+def load_dataset(name: str, cfg: dict, n_slabs: int | None = None):
+    """``(stacked AnnData with layer "lognorm", truth layer name)`` for a benchmark dataset.
+
+    ``n_slabs`` cuts the cell-resolution sets (``drosophila``, ``starmap_organoid``) into that many slabs
+    instead of the benchmark's 30 and 8 (``benchmarks/slab_holdout.py``).
+    """
     if name == "synthetic_embryo":
         adata = ntf.datasets.synthetic_embryo(seed=0, **cfg["synthetic"])
         ntf.pp.log_normalize(adata)
         return adata, "truth"
     if name == "drosophila":
         # in situ intensities (not counts) on the blastoderm shell; 30 slabs of ~13 um along AP
-        adata = ntf.datasets.slab_sections(ntf.datasets.drosophila_bdtnp(source="shipped"), axis=0, n_slabs=30)
+        adata = ntf.datasets.slab_sections(ntf.datasets.drosophila_bdtnp(source="shipped"), axis=0,
+                                           n_slabs=n_slabs or 30)
         adata.layers["lognorm"] = np.asarray(adata.X, dtype=np.float32)
         return adata, "lognorm"
     if name == "breast_her2st_A":
@@ -183,7 +188,7 @@ def load_dataset(name: str, cfg: dict):
         # ~10 voxels along z. Cells thin out towards the top and bottom of the organoid: 8 slabs keep
         # >= 25 cells in the emptiest (end) slab (9 slabs: 20, 10 slabs: 16), 25-269 cells per slab.
         adata = ntf.datasets.slab_sections(ntf.datasets.starmap_cardiac_organoid(source="shipped"), axis=2,
-                                           n_slabs=8)
+                                           n_slabs=n_slabs or 8)
         ntf.pp.log_normalize(adata)
         return adata, "lognorm"
     raise ValueError(f"unknown dataset {name!r}")

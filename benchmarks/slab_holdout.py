@@ -6,7 +6,7 @@
 Issue #13 checks the defaults on a real cell-resolution dataset kept outside this repository (tens of
 thousands of cells in 18 z-slabs, every third slab held out, scored against a distance-weighted 3D kNN).
 This script asks the same question of the shipped cell-resolution sets: each is cut into ``--n-slabs``
-slabs (``datasets.slab_sections``), every third slab is held out (``pp.split_sections``), and a default
+slabs (``benchmarks/run.py``'s loading, ``datasets.slab_sections``), every third slab is held out (``pp.split_sections``), and a default
 ``tl.fit`` is scored beside ``tl.baseline_predict``'s 3D kNN and linear interpolation: median per-gene
 Pearson against the observed held-out values. Nothing here chooses a default.
 """
@@ -25,38 +25,27 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import ntf_utils as ntf  # noqa: E402
+from benchmarks import run as bench  # noqa: E402
 from ntf_utils import metrics  # noqa: E402
 
-AXES = {"drosophila": 0, "starmap_organoid": 2}  # the long axis of each set, as in benchmarks/run.py
-
-
-def slabs(name: str, n_slabs: int):
-    """The dataset cut into ``n_slabs`` slabs along its long axis, with a ``lognorm`` layer."""
-    if name == "drosophila":  # in situ intensities, not counts: used as they are
-        adata = ntf.datasets.slab_sections(ntf.datasets.drosophila_bdtnp(source="shipped"), axis=AXES[name],
-                                           n_slabs=n_slabs)
-        adata.layers["lognorm"] = np.asarray(adata.X, dtype=np.float32)
-        return adata
-    adata = ntf.datasets.slab_sections(ntf.datasets.starmap_cardiac_organoid(source="shipped"), axis=AXES[name],
-                                       n_slabs=n_slabs)
-    ntf.pp.log_normalize(adata)
-    return adata
+DATASETS = "drosophila,starmap_organoid"  # the cell-resolution sets of benchmarks/run.py
 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--datasets", default=",".join(AXES))
+    parser.add_argument("--datasets", default=DATASETS)
     parser.add_argument("--n-slabs", type=int, default=18)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore")
+    cfg = bench.settings(False)
     print("dataset\tslabs\ttrain_cells\ttest_cells\tntf\tknn\tlinear\tntf_seconds")
     for name in args.datasets.split(","):
-        adata = slabs(name, args.n_slabs)
+        adata, truth_layer = bench.load_dataset(name, cfg, n_slabs=args.n_slabs)  # the observed values
         names = list(adata.obs["section"].cat.categories)
         train, test = ntf.pp.split_sections(adata, holdout=names[1::3])
-        truth = np.asarray(test.layers["lognorm"])
+        truth = np.asarray(test.layers[truth_layer])
         tic = time.perf_counter()
         field = ntf.tl.fit(train, layer="lognorm", progress=False)
         seconds = time.perf_counter() - tic
