@@ -12,6 +12,8 @@ from ntf_utils.model._coords import measure_sampling
 from ntf_utils.tl._resolution import _settings, applies, heldout_sections
 
 QUICK = NTFConfig(training={"steps": 120, "batch_size": 512, "eval_every": 40})
+# 120 steps, validation every 20, rungs at a third and two thirds: cuts at steps 40 and 80 (2 and 4 checks)
+HALVING = QUICK.replace(training={"eval_every": 20}, selection={"rungs": [1 / 3, 2 / 3]})
 
 
 @pytest.fixture(scope="module")
@@ -159,8 +161,7 @@ def test_candidates_round_trip_through_json():
 
 
 def test_successive_halving_drops_the_worse_half_at_each_rung(small):
-    # QUICK: 120 steps, validation every 40; rungs at 25% and 50% of the steps -> steps 40 and 80
-    field = tl.fit(small, layer="lognorm", config=QUICK, progress=False)
+    field = tl.fit(small, layer="lognorm", config=HALVING, progress=False)
     table = field.info["resolution_selection"]
     steps = [row["steps_run"] for row in table]
     assert sorted(steps) == [40, 40, 80, 80], steps
@@ -171,7 +172,7 @@ def test_successive_halving_drops_the_worse_half_at_each_rung(small):
     assert next(row for row in table if row["chosen"]) in finalists
     assert [p["steps_run"] for p in field.info["phases"][:4]] == steps
     # without rungs every candidate trains to its end: about twice the selection steps
-    full = tl.fit(small, layer="lognorm", config=QUICK.replace(selection={"rungs": []}), progress=False)
+    full = tl.fit(small, layer="lognorm", config=HALVING.replace(selection={"rungs": []}), progress=False)
     full_steps = [row["steps_run"] for row in full.info["resolution_selection"]]
     assert all(s == 120 for s in full_steps), full_steps
     assert sum(full_steps) == 2 * sum(steps)
@@ -201,6 +202,22 @@ def test_a_run_trained_in_stages_equals_one_trained_at_once(small):
         assert np.array_equal(value.numpy(), staged.network.state_dict()[name].numpy()), name
 
 
+@pytest.mark.parametrize(("steps", "every", "rungs", "expected"), [
+    (1000, 100, [0.125, 0.25], [200, 300]),  # the default: a fraction of the steps, rounded up to a check
+    (2000, 100, [0.125, 0.25], [300, 500]),
+    (800, 100, [0.125, 0.25], [200, 300]),  # not before 2 checks, and each rung one check later
+    (120, 40, [0.125, 0.25], [80, 120]),
+    (300, 100, [0.25, 0.5], [200, 300]),
+])
+def test_rungs_fall_on_validation_steps_after_enough_checks(steps, every, rungs, expected):
+    from types import SimpleNamespace
+
+    from ntf_utils.tl._resolution import _rung_step
+
+    run = SimpleNamespace(plan=SimpleNamespace(config=NTFConfig(training={"steps": steps, "eval_every": every})))
+    assert [_rung_step(run, fraction, rung) for rung, fraction in enumerate(rungs)] == expected
+
+
 @pytest.mark.parametrize("rungs", [[0.0], [0.5, 0.25], [1.5], "0.5", [True]])
 def test_bad_rungs_are_explained(rungs):
     with pytest.raises(ValueError, match="rungs"):
@@ -208,7 +225,7 @@ def test_bad_rungs_are_explained(rungs):
 
 
 def test_progress_bars_name_each_phase_and_what_became_of_it(small, capsys):
-    field = tl.fit(small, layer="lognorm", config=QUICK, progress=True)
+    field = tl.fit(small, layer="lognorm", config=HALVING, progress=True)
     err = capsys.readouterr().err
     last = {}  # each bar's last state as tqdm drew it
     for line in err.replace("\r", "\n").splitlines():
@@ -216,7 +233,7 @@ def test_progress_bars_name_each_phase_and_what_became_of_it(small, capsys):
             last[line.split(":")[0]] = line
     assert set(last) == {"candidate 1/4", "candidate 2/4", "candidate 3/4", "candidate 4/4", "final fit"}
     notes = sorted(line.split(", ")[-1] for name, line in last.items() if name != "final fit")
-    # the worse half at the first rung (QUICK: step 40 of 120), one at the second, the winner
+    # the worse half at the first rung (HALVING: step 40 of 120), one at the second, the winner
     assert [n.startswith("dropped at step 40") for n in notes].count(True) == 2, notes
     assert [n.startswith("dropped at step 80") for n in notes].count(True) == 1, notes
     assert any(n.startswith("chosen: refitted on every section next") for n in notes), notes

@@ -346,10 +346,12 @@ class SelectionConfig(_Part):
     rungs
         Successive halving: fractions of the training steps at which the candidates still in the
         race are compared by their best held-out loss so far and the worse half is dropped
-        (``[0.25, 0.5]``: four candidates train a quarter of their steps, two go on to half, one
-        wins). The winner is then refitted on every section, so with a single candidate left no
-        run trains to its end. ``[]`` trains every candidate to its end (as before halving, about
-        twice the cost; ``docs/model.md``, "What a default fit costs").
+        (``[0.125, 0.25]``: four candidates train an eighth of their steps, two go on to a quarter,
+        one wins; each rung is rounded up to a validation step, and comes after two validation
+        checks at the earliest, each later rung one check later). The winner is then refitted on every
+        section, so with a single candidate left no run trains to its end. ``[]`` trains every
+        candidate to its end (as before halving, about twice the cost; ``docs/model.md``,
+        "Successive halving").
     blends
         Weights ``beta`` of the closed-form smoother (``NetworkConfig.smooth_blend``) tried after the
         race: the winner's held-out loss is computed at each, with a smoother solved on the same
@@ -377,7 +379,7 @@ class SelectionConfig(_Part):
     enabled: bool | None = None
     candidates: list = field(default_factory=lambda: [[1.0, 0.5, 0.0, 2], [4.0, 0.0, 0.0, 2], [1.0, 0.5, 1.0, 0],
                                                       [1.0, 0.5, 0.0, 2, 2]])
-    rungs: list = field(default_factory=lambda: [0.25, 0.5])
+    rungs: list = field(default_factory=lambda: [0.125, 0.25])
     blends: list = field(default_factory=lambda: [0.0, 0.25, 0.5, 0.75])
     blend_without_race: float = 0.25
     batch_size: int | None = 1024

@@ -63,8 +63,8 @@ def fit(
     How coarse the grid should be depends on the tissue, so by default (``config.selection``) the
     field chooses it: with at least three sections, the rows of ``config.selection.candidates`` are
     fitted with every third interior section held out and raced by successive halving
-    (``config.selection.rungs``: all train a quarter of their steps, the better half goes on to half
-    of them), and the one with the lowest held-out loss is refitted on all sections. With ``validation`` sections
+    (``config.selection.rungs``: all train an eighth of their steps, the better half goes on to a
+    quarter of them), and the one with the lowest held-out loss is refitted on all sections. With ``validation`` sections
     given, those are held out instead and the winner is returned without a refit. The comparison is
     in ``field.info["resolution_selection"]``. No selection happens with a time axis, a fixed
     ``finest_resolution``, or ``selection.enabled=False``. With only two sections the field's prediction

@@ -20,6 +20,7 @@ from .._constants import Key
 __all__ = ["applies", "blend_without_race", "heldout_sections", "phase_cost", "select_resolution"]
 
 MIN_SECTIONS = 3  # one interior section to hold out and at least two to interpolate it from
+MIN_CHECKS = 2  # validation checks before the race's first cut (one ranked the synthetic embryo's wrongly)
 
 
 def applies(config, adata, time_key) -> bool:
@@ -144,11 +145,11 @@ def select_resolution(adata, config, start_fit, *, validation, checkpoint_dir, f
         costs[k] = runs[k].abandon(note)
 
     racing = list(range(len(runs)))
-    for fraction in config.selection.rungs:
+    for rung, fraction in enumerate(config.selection.rungs):
         if len(racing) == 1:
             break
         for k in racing:
-            runs[k].advance(_rung_step(runs[k], fraction))
+            runs[k].advance(_rung_step(runs[k], fraction, rung))
         ranked = sorted(racing, key=lambda k: _best_loss(runs[k]))
         racing = ranked[: math.ceil(len(ranked) / 2)]
         for k in ranked[len(racing):]:
@@ -215,10 +216,12 @@ def choose_blend(config, run) -> dict:
     return {"smooth_blend": chosen, "blend_losses": {str(w): float(v) for w, v in losses.items()}}
 
 
-def _rung_step(run, fraction: float) -> int:
-    """The step of a rung: ``fraction`` of the run's steps, rounded up to a validation step."""
+def _rung_step(run, fraction: float, rung: int) -> int:
+    """The step of rung ``rung`` (0 first): ``fraction`` of the run's steps, rounded up to a validation
+    step, and not before ``MIN_CHECKS + rung`` validation checks (short runs would otherwise rank the
+    candidates on one check, which ranks them wrongly: ``docs/model.md``, "Successive halving")."""
     every = run.plan.config.training.eval_every
-    return int(math.ceil(fraction * run.plan.config.training.steps / every) * every)
+    return int(max(math.ceil(fraction * run.plan.config.training.steps / every), MIN_CHECKS + rung) * every)
 
 
 def _best_loss(run) -> float:
