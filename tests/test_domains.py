@@ -87,13 +87,34 @@ def test_bad_arguments(embryo_field, embryo):
         tl.domains(embryo_field, embryo[:, :3].copy(), n_domains=3, spatial_key="nope")
 
 
-def test_leiden_works_where_scanpy_switches_to_approximate_neighbours():
-    # scanpy's approximate-kNN path (>= 8,192 points) failed with scipy's sparse arrays ('getnnz');
-    # two well separated blobs must come back as two domains
-    from ntf_utils.tl._domains import EXACT_KNN_BELOW, _cluster
+def _two_blobs(n: int) -> np.ndarray:
+    points = np.random.default_rng(0).normal(size=(n, 8)).astype(np.float32)
+    points[: n // 2] += 6.0
+    return points
 
-    rng = np.random.default_rng(0)
-    points = rng.normal(size=(EXACT_KNN_BELOW, 8)).astype(np.float32)
-    points[: EXACT_KNN_BELOW // 2] += 6.0
+
+def test_leiden_works_where_scanpy_switches_to_approximate_neighbours():
+    # from 8,192 points scanpy's own kNN is approximate (pynndescent, which compiles for ~50 s per
+    # process); the exact neighbours of a ball tree come back instead, and equal brute force's
+    from sklearn.neighbors import NearestNeighbors
+
+    from ntf_utils.tl._domains import SCANPY_EXACT_BELOW, _cluster, _neighbour_transformer
+
+    n = SCANPY_EXACT_BELOW
+    points = _two_blobs(n)
+    graph = _neighbour_transformer(n, 15, 0).fit_transform(points)
+    _, brute = NearestNeighbors(n_neighbors=16, algorithm="brute").fit(points).kneighbors(points)
+    assert np.array_equal(np.sort(graph.indices.reshape(n, -1), axis=1), np.sort(brute, axis=1))
     labels = _cluster(points, "leiden", None, 0.2, 15, 0)
-    assert np.bincount(labels).tolist() == [EXACT_KNN_BELOW // 2] * 2
+    assert np.bincount(labels).tolist() == [n // 2] * 2
+
+
+def test_leiden_works_on_approximate_neighbours(monkeypatch):
+    # beyond EXACT_KNN_BELOW pynndescent's csr_array is handed over as a csr_matrix: scanpy's approximate
+    # path failed with scipy's sparse arrays ('getnnz'); two well separated blobs come back as two domains
+    from ntf_utils.tl import _domains
+
+    monkeypatch.setattr(_domains, "SCANPY_EXACT_BELOW", 500)
+    monkeypatch.setattr(_domains, "EXACT_KNN_BELOW", 500)
+    labels = _domains._cluster(_two_blobs(2000), "leiden", None, 0.2, 15, 0)
+    assert np.bincount(labels).tolist() == [1000] * 2
