@@ -31,11 +31,14 @@ def parse_variants(parser: argparse.ArgumentParser, argv, default_variants: dict
     return args, (json.loads(args.variants) if args.variants else default_variants)
 
 
-def parse_variant_arguments(doc: str, argv, *, fractions: str, default_variants: dict):
-    """:func:`parse_variants` with ``--datasets --fractions`` too (benchmark splits), split into lists."""
+def parse_variant_arguments(doc: str, argv, *, fractions: str, default_variants: dict, flags: dict | None = None):
+    """:func:`parse_variants` with ``--datasets --fractions`` too (benchmark splits), split into lists, and
+    the boolean ``flags`` (``{"--name": help}``) of the calling script."""
     parser = variant_parser(doc)
     parser.add_argument("--datasets", default=ALL_DATASETS)
     parser.add_argument("--fractions", default=fractions)
+    for flag, text in (flags or {}).items():
+        parser.add_argument(flag, action="store_true", help=text)
     args, variants = parse_variants(parser, argv, default_variants)
     args.datasets = args.datasets.split(",")
     args.fractions = [float(f) for f in args.fractions.split(",")]

@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -44,6 +45,18 @@ def inner_split(adata, fraction: float):
     return (train[~held].copy(), train[held].copy()) if held.any() else None
 
 
+def neighbour_splits(adata, fraction: float):
+    """(fit on, held out) pairs within the benchmark's training sections: every interior training section
+    held out in turn and predicted from its two neighbours alone, the two-section fits of the benchmark's
+    sparsest splits (no race can run on them)."""
+    train, _ = ntf.pp.split_sections(adata, keep_fraction=fraction)
+    sections = train.obs["section"].astype(str).to_numpy()
+    z = pd.Series(train.obsm["spatial_3d"][:, 2]).groupby(sections).median().sort_values()
+    order = list(z.index)
+    for below, held, above in zip(order, order[1:], order[2:]):
+        yield train[np.isin(sections, [below, above])].copy(), train[sections == held].copy()
+
+
 def score(field, held, truth_layer: str) -> tuple[float, float, float]:
     """(per-section Pearson, pooled Pearson, RMSE) of ``field`` on the held-out cells."""
     truth = held.layers[truth_layer]
@@ -54,24 +67,31 @@ def score(field, held, truth_layer: str) -> tuple[float, float, float]:
 
 
 def main(argv=None) -> None:
-    args, variants = parse_variant_arguments(__doc__, argv, fractions="0.5,0.25", default_variants=DEFAULT_VARIANTS)
+    args, variants = parse_variant_arguments(__doc__, argv, fractions="0.5,0.25", default_variants=DEFAULT_VARIANTS,
+                                             flags={"--neighbours": "hold out every interior training section in "
+                                                    "turn and fit on its two neighbours alone (two-section fits)"})
     cfg = bench.settings(False)
     print("dataset\tkept\tvariant\tper_section\tpooled\trmse\tseconds\tchosen")
     for name in args.datasets:
         adata, truth_layer = bench.load_dataset(name, cfg)
         for fraction in args.fractions:
-            split = inner_split(adata, fraction)
-            if split is None:
+            if args.neighbours:
+                splits = list(neighbour_splits(adata, fraction))
+            else:
+                splits = [split] if (split := inner_split(adata, fraction)) is not None else []
+            if not splits:
                 print(f"{name}\t{fraction}\t(no interior training section to hold out)")
                 continue
-            fit_on, held = split
             for label, overrides in variants.items():
                 started = time.perf_counter()
-                field = ntf.tl.fit(fit_on, layer="lognorm", config=ntf.NTFConfig(**overrides), seed=args.seed,
-                                   progress=False)
-                per_section, pooled, rmse = score(field, held, truth_layer)
-                table = field.info.get("resolution_selection") or []
-                chosen = next((k + 1 for k, row in enumerate(table) if row["chosen"]), None)
+                scores, chosen = [], None
+                for fit_on, held in splits:
+                    field = ntf.tl.fit(fit_on, layer="lognorm", config=ntf.NTFConfig(**overrides), seed=args.seed,
+                                       progress=False)
+                    scores.append(score(field, held, truth_layer))
+                    table = field.info.get("resolution_selection") or []
+                    chosen = next((k + 1 for k, row in enumerate(table) if row["chosen"]), None)
+                per_section, pooled, rmse = np.mean(scores, axis=0)  # over the held-out sections
                 print(f"{name}\t{fraction}\t{label}\t{per_section:.4f}\t{pooled:.4f}\t{rmse:.4f}\t"
                       f"{time.perf_counter() - started:.1f}\t{chosen}", flush=True)
 
