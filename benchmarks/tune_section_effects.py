@@ -4,13 +4,18 @@
     .venv/bin/python benchmarks/tune_section_effects.py --datasets drosophila \\
         --variants '{"off": {"network": {"section_effects": false}}, "on": {"network": {"section_effects": true}}}'
 
+    .venv/bin/python benchmarks/tune_section_effects.py --neighbours --datasets starmap_organoid \
+        --fractions 0.5 --variants '{"0.25": {}, "0.5": {"selection": {"blend_without_race": 0.5}}}'
+
 For each dataset and kept fraction, the benchmark's training split (``pp.split_sections(keep_fraction=f)``)
 is split again: every third interior training section (``tl._resolution.heldout_sections``) is held
 out and each variant (``NTFConfig`` keyword dicts) is fitted on the rest with ``tl.fit``'s defaults
 otherwise. The benchmark's evaluation sections are never used. Printed per variant: the median
 per-gene Pearson per held-out section (the benchmark's metric), the pooled median per-gene Pearson over
 all held-out cells (which also scores each section's level), the RMSE, the seconds and which
-selection candidate won.
+selection candidate won. With ``--neighbours`` every interior training section is held out in turn and
+predicted from its two neighbours alone (the two-section fits where no race runs), and the scores are
+averaged over the held-out sections.
 """
 
 from __future__ import annotations
