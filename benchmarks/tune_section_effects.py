@@ -4,7 +4,7 @@
     .venv/bin/python benchmarks/tune_section_effects.py --datasets drosophila \\
         --variants '{"off": {"network": {"section_effects": false}}, "on": {"network": {"section_effects": true}}}'
 
-    .venv/bin/python benchmarks/tune_section_effects.py --neighbours --datasets starmap_organoid \
+    .venv/bin/python benchmarks/tune_section_effects.py --neighbours --datasets starmap_organoid \\
         --fractions 0.5 --variants '{"0.25": {}, "0.5": {"selection": {"blend_without_race": 0.5}}}'
 
 For each dataset and kept fraction, the benchmark's training split (``pp.split_sections(keep_fraction=f)``)
