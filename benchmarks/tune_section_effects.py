@@ -25,7 +25,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -34,6 +33,7 @@ from benchmarks import inr_baselines as ib  # noqa: E402
 from benchmarks import run as bench  # noqa: E402
 from benchmarks._variants import parse_variant_arguments  # noqa: E402
 from ntf_utils import metrics  # noqa: E402
+from ntf_utils._anndata import sections_in_order  # noqa: E402
 from ntf_utils.tl._resolution import heldout_sections  # noqa: E402
 
 DEFAULT_VARIANTS = {
@@ -56,8 +56,7 @@ def neighbour_splits(adata, fraction: float):
     sparsest splits (no race can run on them)."""
     train, _ = ntf.pp.split_sections(adata, keep_fraction=fraction)
     sections = train.obs["section"].astype(str).to_numpy()
-    z = pd.Series(train.obsm["spatial_3d"][:, 2]).groupby(sections).median().sort_values()
-    order = list(z.index)
+    order = list(sections_in_order(sections, train.obsm["spatial_3d"][:, 2])["section"])
     for below, held, above in zip(order, order[1:], order[2:]):
         yield train[np.isin(sections, [below, above])].copy(), train[sections == held].copy()
 
