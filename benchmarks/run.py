@@ -152,11 +152,36 @@ def stacked_spots(sections):
     return adata
 
 
+def top_variable_genes(sections, n: int = 300) -> list:
+    """The ``n`` most variable genes shared by ``sections`` (variance of log1p counts per 10,000 over
+    all their spots), sorted: the rule of the shipped subsets (``data/make_shipped.py``)."""
+    shared = sorted(set.intersection(*(set(map(str, a.var_names)) for a in sections)))
+    logs = []
+    for a in sections:
+        counts = a[:, shared].X
+        counts = np.asarray(counts.todense() if hasattr(counts, "todense") else counts, dtype=np.float64)
+        totals = counts.sum(axis=1, keepdims=True)
+        logs.append(np.log1p(counts / np.where(totals == 0, 1.0, totals) * 1e4))
+    variance = np.concatenate(logs).var(axis=0)
+    order = sorted(range(len(shared)), key=lambda i: (-variance[i], shared[i]))
+    return sorted(shared[i] for i in order[:n])
+
+
+def _her2st_patient(patient: str) -> list:
+    """HER2ST patient ``patient``'s sections from the full data, restricted as the shipped patient A is."""
+    sections = ntf.datasets.her2st(patient, source="full")
+    genes = top_variable_genes(sections)
+    return [a[:, genes].copy() for a in sections]
+
+
 def _aligned_stack(load_sections):
     """:func:`stacked_spots` of the sections aligned with ``pp.align_sections``."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return stacked_spots(ntf.pp.align_sections(load_sections(), copy=True))
+
+
+UNTUNED_HER2ST = ("breast_her2st_B", "breast_her2st_C", "breast_her2st_D")
 
 
 def load_dataset(name: str, cfg: dict, n_slabs: int | None = None):
@@ -177,6 +202,10 @@ def load_dataset(name: str, cfg: dict, n_slabs: int | None = None):
         return adata, "lognorm"
     if name == "breast_her2st_A":
         return _aligned_stack(lambda: ntf.datasets.her2st("A", source="shipped")), "lognorm"
+    if name in UNTUNED_HER2ST:
+        # patients B-D (6 sections each), never in the benchmark's tables: for checking defaults on data
+        # that chose none of them (benchmarks/tune_section_effects.py); the full data, not shipped
+        return _aligned_stack(lambda: _her2st_patient(name[-1])), "lognorm"
     if name == "breast_stahl":
         # Stahl et al. 2016: 4 consecutive, unregistered ST layers (251-264 spots, 300 shipped genes).
         # With 4 sections every kept fraction keeps the two end layers and holds out layers 2 and 3,

@@ -65,3 +65,19 @@ def test_every_fraction_interpolates(dataset):
         train, test = pp.split_sections(adata, keep_fraction=fraction)
         assert ends <= set(map(str, train.obs["section"].unique()))
         assert len(run.test_sections(test)) >= 1
+
+
+def test_untuned_her2st_patients_keep_the_most_variable_shared_genes():
+    # patients B-D are restricted as the shipped patient A is: the most variable genes all sections share
+    import anndata as ad
+
+    rng = np.random.default_rng(0)
+    depth = rng.poisson(50.0, size=(40, 4)).astype(np.float32)
+    depth[:, 1] = np.where(np.arange(40) % 2, 200.0, 0.0)  # 'b': on in half the spots, the most variable
+    first = ad.AnnData(sp.csr_matrix(depth))
+    first.var_names = ["a", "b", "c", "d"]
+    second = ad.AnnData(sp.csr_matrix(np.column_stack([depth[:, :3], depth[:, 0]])))
+    second.var_names = ["a", "b", "c", "e"]  # 'd' is not shared
+    genes = run.top_variable_genes([first, second], n=2)
+    assert "b" in genes and "d" not in genes and "e" not in genes and genes == sorted(genes)
+    assert set(run.UNTUNED_HER2ST).isdisjoint(run.settings(quick=False)["datasets"])  # never in the tables

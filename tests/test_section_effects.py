@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -10,6 +11,7 @@ import torch
 
 import ntf_utils as ntf
 from ntf_utils.model import _checkpoint as ckpt
+from ntf_utils.model._pipeline import effect_free_targets
 from ntf_utils.model._section_effects import REFERENCE, SectionEffects, section_codes
 from ntf_utils.model._train import section_gap
 
@@ -289,6 +291,34 @@ def test_known_effects_are_recovered_when_the_sections_hold_the_same_tissue(loss
     shifted[:, 2] = 50.0
     near = np.corrcoef(f.predict(coords).ravel(), f.predict(shifted).ravel())[0, 1]
     assert near > 0.95
+
+
+def test_effect_free_targets_invert_the_effects_of_each_cells_section():
+    effects = _random_effects(n_sections=4, n_genes=5, degree=1, seed=3)
+    network = SimpleNamespace(section_effects=effects, decoder=torch.nn.Linear(2, 5))
+    free = torch.randn(30, 5, generator=torch.Generator().manual_seed(1))
+    section = torch.tensor([-1, 0, 1, 2, 3] * 6)
+    with torch.no_grad():
+        measured = effects.apply(free, network.decoder.bias, section)
+    recovered = effect_free_targets(measured.numpy(), section, network)
+    assert np.allclose(recovered, free.numpy(), atol=1e-5)
+    assert np.array_equal(recovered[section == -1], measured.numpy()[section == -1])  # no section: as given
+    as_given = measured.numpy()
+    assert effect_free_targets(as_given, None, network) is as_given  # cells without section codes
+
+
+def test_a_blended_field_keeps_the_section_effects_out_of_its_smoother():
+    # the smoother is solved on the effect-free targets: the same tissue at every depth, as the network
+    dirty = _replicated_section_with_effects()
+    config = EFFECTS.replace(network={"section_trend_degree": 0, "smooth_blend": 0.5})
+    f = ntf.tl.fit(dirty, layer="lognorm", steps=400, seed=0, progress=False, config=config)
+    coords = dirty.obsm["spatial_3d"][dirty.obs["section"] == "r0"]
+    shifted = coords.copy()
+    shifted[:, 2] = 50.0
+    base = f.network.smooth_base
+    scores = [base(torch.as_tensor(f.transform.to_unit(c), dtype=torch.float32)).numpy() for c in (coords, shifted)]
+    assert np.corrcoef(scores[0].ravel(), scores[1].ravel())[0, 1] > 0.95
+    assert np.corrcoef(f.predict(coords).ravel(), f.predict(shifted).ravel())[0, 1] > 0.95
 
 
 def test_her2st_domains_are_tissue_not_sections():

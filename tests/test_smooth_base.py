@@ -114,15 +114,20 @@ def test_count_losses_ignore_the_blend_with_a_warning_that_names_the_fix(small):
     assert field.config.network.smooth_blend == 0.0 and field.network.smooth_base is None
 
 
-def test_a_field_with_section_effects_is_not_blended(small):
-    # the smoother is fitted to the sections as measured: it would put their technical differences back
+def test_a_field_with_section_effects_is_blended_after_training(small):
+    # the smoother is solved once the effects are learned, on the effect-free targets: no warning, and
+    # training (with its early stopping) sees the network alone
     config = NTFConfig(network={"smooth_blend": 0.5, "section_effects": True}, selection={"enabled": False}, **QUICK)
-    with pytest.warns(UserWarning, match=r"smooth_blend is ignored.*section_effects"):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
         field = tl.fit(small, layer="lognorm", config=config, progress=False)
-    assert field.config.network.smooth_blend == 0.0 and field.network.section_effects.n_sections > 0
+    assert field.config.network.smooth_blend == 0.5 and field.network.section_effects.n_sections > 0
+    assert field.info["smooth_base"]["blend"] == 0.5
+    assert any(getattr(field.network.smooth_base, f"values{k}").abs().sum() > 0
+               for k in range(len(field.network.smooth_base.resolutions)))
     raced = tl.fit(small, layer="lognorm", config=NTFConfig(network={"section_effects": True}, **QUICK),
                    progress=False)
-    assert "smooth_blend" not in next(row for row in raced.info["resolution_selection"] if row["chosen"])
+    assert "blend_losses" in next(row for row in raced.info["resolution_selection"] if row["chosen"])
 
 
 @pytest.mark.parametrize("bad", [{"network": {"smooth_blend": 1.0}}, {"network": {"smooth_blend": -0.1}},
@@ -142,13 +147,14 @@ def test_two_sections_get_the_default_blend_where_the_smoother_applies(small):
     assert field.config.network.smooth_blend == 0.25 and field.info["smooth_base"]["blend"] == 0.25
     # not where the caller fixed the settings, nor (quietly) where the smoother does not apply
     off = {"selection disabled": {"selection": {"enabled": False}}, "no blends": {"selection": {"blends": []}},
-           "section effects": {"network": {"section_effects": True}}, "a z prior": {"training": {"section_psf": 1.0}},
            "count loss": {"training": {"loss": "poisson"}}, "fixed grid": {"encoding": {"finest_resolution": 8.0}}}
     for name, settings in off.items():
         config = NTFConfig(**settings)
         with warnings.catch_warnings():
             warnings.simplefilter("error", UserWarning)
             assert blend_without_race(config, two, None) is config, name
+    with_effects = blend_without_race(NTFConfig(network={"section_effects": True}), two, None)
+    assert with_effects.network.smooth_blend == 0.25  # solved on the effect-free targets
     assert blend_without_race(NTFConfig(), two, "time") == NTFConfig()  # a time axis: stages do not interpolate
     assert blend_without_race(NTFConfig(), small, None) == NTFConfig()  # eight sections: the race chooses
     with pytest.raises(ValueError, match="blend_without_race"):

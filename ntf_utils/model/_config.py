@@ -187,8 +187,9 @@ class NetworkConfig(_Part):
         grids from the sampling rule's resolution down to one cell across the cube, their values
         the ridge solution for the training targets. The network trains as without it. 0 (default):
         none; :func:`ntf_utils.tl.fit` chooses it on held-out training sections
-        (``SelectionConfig.blends``) unless it is set here. MSE loss, in-memory fits on one process and
-        fields without section effects only (the smoother is fitted to the sections as measured).
+        (``SelectionConfig.blends``) unless it is set here. MSE loss and in-memory fits on one process
+        only. With section effects the smoother is solved after training, on the targets with each
+        cell's learned section effect taken out, so it smooths the effect-free tissue.
     smooth_base_penalty, smooth_base_decay
         The smoother's ridge weight on its finest level (in cells' worth of data) and how many
         octaves weaker it gets per coarser level.
@@ -357,8 +358,8 @@ class SelectionConfig(_Part):
         race: the winner's held-out loss is computed at each, with a smoother solved on the same
         cells, and the lowest is kept for the refit (a few solves, well under a second on the
         benchmark's data). ``[]`` or ``[0]``: no blend. Not when ``smooth_blend`` is set, with
-        ``validation=`` sections (the race's winner is returned as trained), a count loss, more
-        than one process, or a winner with section effects.
+        ``validation=`` sections (the race's winner is returned as trained), a count loss or more
+        than one process.
     blend_without_race
         The smoother's weight where no race can choose one because the stack has only two labelled
         sections (nothing interior to hold out). Chosen on held-out *training* sections: fitted on two
@@ -366,7 +367,7 @@ class SelectionConfig(_Part):
         BDTNP and HER2ST and within 0.005 on the synthetic embryo, where larger weights lost on HER2ST
         (``docs/model.md``, "With two sections"). 0: none. Not with ``enabled=False``, a fixed
         ``finest_resolution``, a time axis, ``blends=[]``, a ``smooth_blend`` of the caller's, or where
-        the smoother does not apply (count loss, streamed or multi-process fit, section effects).
+        the smoother does not apply (count loss, streamed or multi-process fit).
     batch_size
         Largest minibatch of the candidate fits when the winner is refitted afterwards (``None``:
         the fit's own). The race only has to rank the candidates: with 1,024 instead of 4,096 cells

@@ -179,9 +179,6 @@ def smooth_base_applies(in_memory: bool, config: NTFConfig, world: int, warn: bo
         why = "it is solved on every training cell at once and this fit streams its cells"
     elif world > 1:
         why = f"it is solved on one process and this fit runs on {world}"
-    elif config.network.section_effects:
-        why = ("it is fitted to the cells as measured, technical differences between sections included, and "
-               "this field keeps those apart (section_effects)")
     if why is not None and warn:
         warnings.warn(f"NetworkConfig.smooth_blend is ignored: {why}. Use loss='mse' on log-normalised values in "
                       "tl.fit on one process without section effects, or set smooth_blend=0.", UserWarning,
@@ -189,16 +186,43 @@ def smooth_base_applies(in_memory: bool, config: NTFConfig, world: int, warn: bo
     return why is None
 
 
-def solve_smooth_base(base, cells, config: NTFConfig, seed: int) -> dict:
-    """Solve ``base`` (:class:`~._smooth_base.SmoothBase`) on the training cells; its summary for ``field.info``."""
+def solve_smooth_base(base, cells, config: NTFConfig, seed: int, network=None) -> dict:
+    """Solve ``base`` (:class:`~._smooth_base.SmoothBase`) on the training cells; its summary for ``field.info``.
+
+    With a trained ``network`` that has section effects, the smoother is solved on the targets with
+    each cell's section effect taken out (:func:`effect_free_targets`), so that it smooths the
+    effect-free tissue as the field predicts it, not the sections as measured.
+    """
     started = time.perf_counter()
     targets = cells.target.detach().cpu().double().numpy()
+    if network is not None:
+        targets = effect_free_targets(targets, cells.section, network)
     if cells.mask is not None:  # unmeasured entries count as the gene's mean
         targets = targets * cells.mask.detach().cpu().numpy()
     net = config.network
     summary = base.solve(cells.u.detach().cpu().numpy(), targets, penalty=net.smooth_base_penalty,
                          decay=net.smooth_base_decay, seed=seed)
     return {**summary, "blend": float(net.smooth_blend), "seconds": round(time.perf_counter() - started, 3)}
+
+
+def effect_free_targets(targets: np.ndarray, section, network) -> np.ndarray:
+    """``targets`` ``(n, G)`` with each cell's learned section effect inverted (rows of section -1 as given).
+
+    The network models a cell of section ``s`` as ``c + (f - c) * exp(a[s]) + b[s]`` (``c``: the decoder
+    bias, :class:`~._section_effects.SectionEffects`), so ``c + (y - b[s] - c) * exp(-a[s])`` is the
+    measurement at the reference level.
+    """
+    effects = network.section_effects
+    if section is None or effects.n_sections == 0:
+        return targets
+    offset, log_scale = (t.detach().cpu().double().numpy() for t in effects.centred())
+    level = network.decoder.bias.detach().cpu().double().numpy()
+    codes = section.detach().cpu().numpy()
+    rows = np.flatnonzero(codes >= 0)
+    out = np.array(targets, dtype=np.float64, copy=True)
+    s = codes[rows]
+    out[rows] = level + (out[rows] - offset[s] - level) * np.exp(-log_scale[s])
+    return out
 
 
 def _check_registration(survey) -> None:
@@ -295,7 +319,7 @@ class FitRun:
                  checkpoint_dir: str | Path | None = None, progress: bool = True, compile: bool = False,
                  amp: str | None = None, description: str = "fitting field"):
         self.started = time.perf_counter()
-        self.source = source
+        self.source, self.seed = source, seed
         self.rank, self.world = distributed_rank()
         self.plan = _plan_on_rank0(source, config, seed, validation, self.rank, self.world)
         config = self.plan.config
@@ -318,8 +342,12 @@ class FitRun:
         fingerprint = "" if ckpt_dir is None else source.fingerprint(config, seed, validation, self.world)
         self.cells = source.training_cells(self.plan, rank=self.rank, world=self.world, device=self.device,
                                            seed=seed)
-        self.smooth_base = None
-        if self.network.smooth_base is not None:
+        self.smooth_base, self.deferred_base = None, None
+        if self.network.smooth_base is not None and self.network.section_effects.n_sections:
+            # solved on the effect-free targets, so after training has learned the effects
+            # (training and its checkpoints see the network alone)
+            self.deferred_base, self.network.smooth_base = self.network.smooth_base, None
+        elif self.network.smooth_base is not None:
             self.smooth_base = solve_smooth_base(self.network.smooth_base, self.cells, config, seed)
         try:
             self.training = Training(self.network, config, self.cells, validation=val_cells, seed=seed,
@@ -364,6 +392,10 @@ class FitRun:
         try:
             state = self.training.finish(note)
             extra = self.source.describe(self.plan, self.cells)
+            if self.deferred_base is not None:
+                self.network.smooth_base = self.deferred_base
+                self.smooth_base = solve_smooth_base(self.network.smooth_base, self.cells, self.plan.config,
+                                                     self.seed, network=self.network)
         finally:
             self._close_cells()
         network, plan = self.network, self.plan

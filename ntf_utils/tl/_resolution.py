@@ -190,8 +190,8 @@ def choose_blend(config, run) -> dict:
     ``config.selection.blends``. Returns ``{"smooth_blend": weight, "blend_losses": {weight: loss}}``
     (the chosen row of ``info["resolution_selection"]`` carries them; the seconds go to its phase),
     or ``{}`` where no blend is chosen (``NetworkConfig.smooth_blend`` set by the caller, no positive
-    weight to try, a count loss, a streamed or distributed fit, or a winner with section effects: the
-    smoother is fitted to the sections as measured and would put their technical differences back).
+    weight to try, a count loss, a streamed or distributed fit). A winner with section effects gets a
+    smoother solved on its effect-free targets (``model._pipeline.effect_free_targets``), as its refit will.
     """
     from ..model._pipeline import distributed_rank, smooth_base_applies, solve_smooth_base
     from ..model._smooth_base import SmoothBase
@@ -206,7 +206,7 @@ def choose_blend(config, run) -> dict:
         network.load_state_dict(run.training.best_weights)
     network.smooth_base = SmoothBase.for_field(plan_config, network.encoding.n_input_dims,
                                                network.decoder.out_features).to(run.device)
-    solve_smooth_base(network.smooth_base, run.cells, plan_config, seed=0)
+    solve_smooth_base(network.smooth_base, run.cells, plan_config, seed=0, network=network)
     losses = {}
     for weight in blends:
         network.smooth_blend = weight
