@@ -181,7 +181,7 @@ def smooth_base_applies(in_memory: bool, config: NTFConfig, world: int, warn: bo
         why = f"it is solved on one process and this fit runs on {world}"
     if why is not None and warn:
         warnings.warn(f"NetworkConfig.smooth_blend is ignored: {why}. Use loss='mse' on log-normalised values in "
-                      "tl.fit on one process without section effects, or set smooth_blend=0.", UserWarning,
+                      "tl.fit on one process, or set smooth_blend=0.", UserWarning,
                       stacklevel=4)
     return why is None
 

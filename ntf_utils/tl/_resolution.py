@@ -49,15 +49,13 @@ def blend_without_race(config, adata, time_key):
 
     Quiet where the smoother does not apply (the weight is a default, not the caller's request).
     """
-    from ..model._pipeline import distributed_rank, section_effects_on, smooth_base_applies
+    from ..model._pipeline import distributed_rank, smooth_base_applies
 
     selection = config.selection
     weight = selection.blend_without_race if max(selection.blends, default=0.0) > 0 else 0.0
     if weight <= 0 or config.network.smooth_blend > 0 or _race_sections(config, adata, time_key) != 2:
         return config
-    effects = config.network.section_effects
-    effects = section_effects_on(config, 2) if effects is None else effects
-    if not smooth_base_applies(True, config.replace(network={"section_effects": effects}), distributed_rank()[1]):
+    if not smooth_base_applies(True, config, distributed_rank()[1]):
         return config
     return config.replace(network={"smooth_blend": weight})
 
