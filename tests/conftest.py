@@ -27,13 +27,45 @@ else:
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SEED = 0
 
+# Under pytest-xdist (`-n 2`) each worker process gets one of the cores.
+XDIST_WORKER = os.environ.get("PYTEST_XDIST_WORKER")
+# Modules that read the session-scoped documentation build (one xdist unit of work, see below).
+DOCS_SITE_MODULES = ("test_notebooks.py", "test_docs_site.py")
+
 try:
     import torch
 except ImportError:  # torch is a core dependency, but keep pure-NumPy tests runnable without it
     torch = None
 else:
     # The CI machine has 2 cores shared with other jobs; more threads only add contention.
-    torch.set_num_threads(2)
+    torch.set_num_threads(1 if XDIST_WORKER else 2)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Run the tests that read the documentation build first: it is the longest unit of work under xdist."""
+    items.sort(key=lambda item: item.path.name not in DOCS_SITE_MODULES)  # stable: the rest keep their order
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    """``pytest -n 2`` sends whole test modules to the workers, the two docs modules as one unit.
+
+    A module runs whole on one worker, so its module-scoped fixtures (fitted fields) are made once; the
+    modules that read the session-scoped documentation build share a worker, so the site is built once.
+    Units go out in collection order, the docs build first (xdist's ``loadgroup`` cannot group these:
+    it renames node ids, which pytest 9 ignores).
+    """
+    if config.getvalue("dist") not in ("load", "loadfile"):
+        return None  # an explicit other --dist mode is the caller's choice
+    from xdist.scheduler import LoadFileScheduling
+
+    class ModuleScheduling(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::", 1)[0]
+            return "docs_site" if Path(module).name in DOCS_SITE_MODULES else module
+
+    config.option.loadscopereorder = False  # keep collection order: longest unit first
+    return ModuleScheduling(config, log)
 
 
 @pytest.fixture
@@ -100,3 +132,4 @@ def docs_site() -> Path:
     from _docs_build import build_site
 
     return build_site()
+

@@ -25,7 +25,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 ENV_EXTRAS = ("test", "notebooks", "docs")  # the extras environment.yml mirrors (not "gpu")
 README_COMMANDS = [
     "bash .ci/setup && .venv/bin/python -m ntf_utils.demo --out ntf_demo",
-    "bash .ci/setup && .venv/bin/python -m pytest -q",
+    "bash .ci/setup && .venv/bin/python -m pytest -q -n auto",
 ]
 
 
