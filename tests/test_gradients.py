@@ -40,6 +40,19 @@ def test_matches_central_differences(embryo_field, embryo, rng):
     assert np.mean(rel < 0.05) > 0.9
 
 
+def test_every_gene_at_once_gives_the_per_gene_derivatives(embryo_field, embryo, rng):
+    """Many genes take forward mode (a pass per axis), a few take reverse mode (a pass per gene): same numbers."""
+    from ntf_utils.model._field import FORWARD_MODE_GENES_PER_AXIS
+
+    assert embryo_field.n_genes > FORWARD_MODE_GENES_PER_AXIS * 3  # so that the call below takes forward mode
+    pts = embryo.obsm["spatial_3d"][rng.choice(embryo.n_obs, 200, replace=False)]
+    every = tl.gradients(embryo_field, pts, list(embryo_field.genes))
+    for gene in ["g00_ap_ant", "g08_radial", embryo_field.genes[-1]]:
+        one = tl.gradients(embryo_field, pts, gene)
+        j = list(embryo_field.genes).index(gene)
+        np.testing.assert_allclose(every[:, j], one[:, 0], rtol=1e-4, atol=1e-5 * np.abs(one).max())
+
+
 def test_recovers_true_gradient_direction(embryo_field, embryo):
     """Radial and left-right (z) gradient genes: mean cosine to the truth where the truth is strong.
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+import torch.autograd.forward_ad as fwAD
 from scipy.spatial import cKDTree
 
 from .._anndata import coords_with_time, gene_positions, read_coords, read_sections
@@ -28,6 +29,10 @@ __all__ = ["NTFField"]
 SUPPORT_RADIUS = 1.5
 # With more distinct training times than this, inside() uses the tissue of all times together.
 MAX_SUPPORT_STAGES = 64
+# gradient() takes derivatives in forward mode (one pass per axis) above this many genes per axis, in
+# reverse mode (one pass per gene) below: a forward pass along one axis costs about as much as three
+# backward passes (3,000 points, 1 thread: 0.05 s per axis, 0.018 s per gene; 12 genes 1.4x, 40 genes 4.1x faster).
+FORWARD_MODE_GENES_PER_AXIS = 3
 
 
 class NTFField:
@@ -203,7 +208,12 @@ class NTFField:
         return out
 
     def gradient(self, coords, genes=None, *, time=None, batch_size: int = 16384) -> np.ndarray:
-        """Spatial gradient of expression by autograd, in value units per original coordinate unit.
+        """Spatial gradient of expression by automatic differentiation, in value units per original
+        coordinate unit.
+
+        Exact derivatives of the field (not finite differences). For many genes they are taken in
+        forward mode, one pass per axis for every gene at once; for a few genes in reverse mode, one
+        pass per gene. Both give the same numbers (to float32 rounding).
 
         Returns
         -------
@@ -213,15 +223,32 @@ class NTFField:
         batch_size = check_positive_int(batch_size, "batch_size")
         index = torch.as_tensor(self.gene_index(genes), device=self.device)
         scale = torch.as_tensor(self.transform.scale, dtype=torch.float32, device=self.device)
+        forward_mode = len(index) > FORWARD_MODE_GENES_PER_AXIS * coords.shape[1] and self.network.encoding.backend(self.device) != "tcnn"
+        derivative = self._gradient_forward if forward_mode else self._gradient_reverse
         out = np.empty((len(coords), len(index), coords.shape[1]), dtype=np.float32)
         for start in range(0, len(coords), batch_size):
             u = torch.from_numpy(self.transform.to_unit(coords[start : start + batch_size])).to(self.device)
-            u.requires_grad_(True)
-            values = self._output_to_values(self.network(u, index), index)
-            for j in range(len(index)):
-                (grad,) = torch.autograd.grad(values[:, j].sum(), u, retain_graph=j < len(index) - 1)
-                out[start : start + len(u), j] = (grad * scale).detach().cpu().numpy()  # chain rule du/dx
+            out[start : start + len(u)] = (derivative(u, index) * scale).cpu().numpy()  # chain rule du/dx
         return out
+
+    def _gradient_reverse(self, u: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        """``(n, genes, D)`` d value / du: one backward pass per gene."""
+        u = u.detach().requires_grad_(True)
+        values = self._output_to_values(self.network(u, index), index)
+        grads = [torch.autograd.grad(values[:, j].sum(), u, retain_graph=j < len(index) - 1)[0]
+                 for j in range(len(index))]
+        return torch.stack(grads, dim=1).detach()
+
+    def _gradient_forward(self, u: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        """``(n, genes, D)`` d value / du: one forward-mode pass per axis, every gene at once."""
+        grads = []
+        with torch.no_grad(), fwAD.dual_level():
+            for axis in range(u.shape[1]):
+                direction = torch.zeros_like(u)
+                direction[:, axis] = 1.0
+                values = self._output_to_values(self.network(fwAD.make_dual(u, direction), index), index)
+                grads.append(fwAD.unpack_dual(values).tangent)
+        return torch.stack(grads, dim=2)
 
     # -- tissue support -----------------------------------------------------------------------
     def inside(self, coords, *, time=None) -> np.ndarray:

@@ -293,14 +293,28 @@ class _InterpolateTable(torch.autograd.Function):
 
     PyTorch's generic embedding backward is several times slower on CPU than one ``index_add_``;
     the weight gradient (needed for spatial gradients of the field) is computed only when asked.
+    Forward mode (:meth:`jvp`) carries a tangent of the weights (a direction in space) through the
+    interpolation, so one forward pass gives the directional derivative of every output at once.
     """
 
     @staticmethod
     def forward(ctx, table, rows, weights, grad_buffer=None):
         corner_feats = _gather(table, rows)  # (n, L, C, F)
         ctx.save_for_backward(table, rows, weights)
+        ctx.save_for_forward(table, rows, weights)
         ctx.grad_buffer = grad_buffer
         return torch.einsum("nlc,nlcf->nlf", weights.to(table.dtype), corner_feats)
+
+    @staticmethod
+    def jvp(ctx, table_tangent, rows_tangent, weights_tangent, grad_buffer_tangent):
+        table, rows, weights = ctx.saved_tensors
+        out = None
+        if weights_tangent is not None:
+            out = torch.einsum("nlc,nlcf->nlf", weights_tangent.to(table.dtype), _gather(table, rows))
+        if table_tangent is not None:
+            moved = torch.einsum("nlc,nlcf->nlf", weights.to(table.dtype), _gather(table_tangent, rows))
+            out = moved if out is None else out + moved
+        return out
 
     @staticmethod
     def backward(ctx, grad_out):
