@@ -41,7 +41,9 @@ def gradients(
     field's prediction (in the space of :meth:`~ntf_utils.model._field.NTFField.predict`, e.g.
     log-normalised expression) per original coordinate unit, exact for the network (the hash grid is
     piecewise trilinear, so the gradient is piecewise smooth and jumps at grid-cell faces). For a
-    field with a time axis only the three spatial components are returned.
+    field with a time axis only the three spatial components are returned. Many genes cost little
+    more than one: above three genes per axis the derivatives of every gene are taken together in
+    forward mode, one pass per axis.
 
     Parameters
     ----------
