@@ -342,19 +342,22 @@ def test_her2st_domains_are_tissue_not_sections():
                                        z=np.arange(len(sections)))
     ntf.pp.log_normalize(tumour)
     published = tumour.obs["cluster"].astype(str)
+    measured = sc.AnnData(tumour.layers["lognorm"].copy())
+    sc.pp.pca(measured, n_comps=30, random_state=0)
+    sc.pp.neighbors(measured, random_state=0)
+    sc.tl.leiden(measured, resolution=0.2, random_state=0, flavor="igraph", n_iterations=2, directed=False)
+    ari_scanpy = adjusted_rand_score(published, measured.obs["leiden"])
     nmi_sections, ari_field = [], []
-    for seed in range(3):
+    for seed in (1, 2, 0):
         field = ntf.tl.fit(tumour, layer="lognorm", steps=400, seed=seed, progress=False,
                            config=ntf.NTFConfig(network={"section_effects": True}))
         ntf.tl.domains(field, tumour, method="leiden", resolution=0.2, seed=0)
         nmi_sections.append(normalized_mutual_info_score(tumour.obs["section"], tumour.obs["ntf_domain"]))
         ari_field.append(adjusted_rand_score(published, tumour.obs["ntf_domain"]))
-    measured = sc.AnnData(tumour.layers["lognorm"].copy())
-    sc.pp.pca(measured, n_comps=30, random_state=0)
-    sc.pp.neighbors(measured, random_state=0)
-    sc.tl.leiden(measured, resolution=0.2, random_state=0, flavor="igraph", n_iterations=2, directed=False)
+        if len(nmi_sections) == 2 and max(nmi_sections) <= 0.10 and min(ari_field) >= ari_scanpy:
+            break  # two of the three seeds pass both: the median of the three passes whatever seed 0 gives
     assert np.median(nmi_sections) <= 0.10, nmi_sections
-    assert np.median(ari_field) >= adjusted_rand_score(published, measured.obs["leiden"]), ari_field
+    assert np.median(ari_field) >= ari_scanpy, (ari_field, ari_scanpy)
 
 
 def test_inject_section_effects_records_the_truth_and_leaves_the_caller_alone(stack):
