@@ -325,11 +325,11 @@ def test_her2st_domains_are_tissue_not_sections():
     """The tutorial's workflow on HER2ST patient A (shipped subset): domains span the sections.
 
     Without section effects the field's Leiden domains were the six sections (NMI with the section
-    labels ~0.9). With them (``section_effects=True``: the held-out sections alone do not ask for
-    them here) they must be nearly independent of them (NMI <= 0.10) and agree with the authors'
-    expression clusters at least as well as plain scanpy PCA + Leiden on the same spots. Judged on
-    the median of three training seeds, as one fit varies: seeds 0, 1, 2 gave NMI 0.129, 0.007,
-    0.027 and ARI 0.165, 0.213, 0.212 against scanpy's 0.044 (one seed alone passes or fails by chance).
+    labels ~0.9). With notebook 06's fit (section effects and ``section_sparsity=0.03``) they must be
+    nearly independent of them (NMI <= 0.10) and agree with the authors' expression clusters at least
+    as well as plain scanpy PCA + Leiden on the same spots (ARI 0.044). Measured at ``steps=400``,
+    training seeds 0-3: NMI 0.002 / 0.019 / 0.016 / 0.019, ARI 0.198 / 0.196 / 0.194 / 0.230. With
+    effects alone (no sparsity) one seed in four misses: NMI 0.129 / 0.007 / 0.027 / 0.048.
     """
     import scanpy as sc
     from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
@@ -341,23 +341,17 @@ def test_her2st_domains_are_tissue_not_sections():
         tumour = ntf.pp.stack_sections(ntf.pp.align_sections(sections, random_state=0, copy=True),
                                        z=np.arange(len(sections)))
     ntf.pp.log_normalize(tumour)
-    published = tumour.obs["cluster"].astype(str)
+    config = ntf.NTFConfig(network={"section_effects": True}, training={"section_sparsity": 0.03})  # notebook 06
+    field = ntf.tl.fit(tumour, layer="lognorm", steps=400, seed=0, progress=False, config=config)
+    ntf.tl.domains(field, tumour, method="leiden", resolution=0.2, seed=0)
     measured = sc.AnnData(tumour.layers["lognorm"].copy())
     sc.pp.pca(measured, n_comps=30, random_state=0)
     sc.pp.neighbors(measured, random_state=0)
     sc.tl.leiden(measured, resolution=0.2, random_state=0, flavor="igraph", n_iterations=2, directed=False)
-    ari_scanpy = adjusted_rand_score(published, measured.obs["leiden"])
-    nmi_sections, ari_field = [], []
-    for seed in (1, 2, 0):
-        field = ntf.tl.fit(tumour, layer="lognorm", steps=400, seed=seed, progress=False,
-                           config=ntf.NTFConfig(network={"section_effects": True}))
-        ntf.tl.domains(field, tumour, method="leiden", resolution=0.2, seed=0)
-        nmi_sections.append(normalized_mutual_info_score(tumour.obs["section"], tumour.obs["ntf_domain"]))
-        ari_field.append(adjusted_rand_score(published, tumour.obs["ntf_domain"]))
-        if len(nmi_sections) == 2 and max(nmi_sections) <= 0.10 and min(ari_field) >= ari_scanpy:
-            break  # two of the three seeds pass both: the median of the three passes whatever seed 0 gives
-    assert np.median(nmi_sections) <= 0.10, nmi_sections
-    assert np.median(ari_field) >= ari_scanpy, (ari_field, ari_scanpy)
+    published = tumour.obs["cluster"].astype(str)
+    nmi_sections = normalized_mutual_info_score(tumour.obs["section"], tumour.obs["ntf_domain"])
+    assert nmi_sections <= 0.10, (nmi_sections, field.info["resolution_selection"])
+    assert adjusted_rand_score(published, tumour.obs["ntf_domain"]) >= adjusted_rand_score(published, measured.obs["leiden"])
 
 
 def test_inject_section_effects_records_the_truth_and_leaves_the_caller_alone(stack):
