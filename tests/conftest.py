@@ -68,6 +68,21 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log):
     return ModuleScheduling(config, log)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _torch_threads_restored(request):
+    """Fail a module that leaves torch's thread count changed: later modules would train differently.
+
+    (One did: every module after ``test_atlas.py`` in a serial run fitted on one thread instead of two.)
+    """
+    before = None if torch is None else torch.get_num_threads()
+    yield
+    if torch is not None and torch.get_num_threads() != before:
+        after = torch.get_num_threads()
+        torch.set_num_threads(before)
+        pytest.fail(f"{request.module.__name__} left torch at {after} threads (it had {before}); "
+                    "restore the count in the fixture or test that sets it")
+
+
 @pytest.fixture
 def shared_data_dir() -> Path:
     """Folder with the larger shared data sets (``$NTF_SHARED_DATA``, default ``<repo>/../shared/data``).

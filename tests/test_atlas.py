@@ -63,8 +63,12 @@ def adata(store):
 
 @pytest.fixture(scope="module")
 def streamed(store):
+    before = torch.get_num_threads()  # module fixtures are set up before one_thread: restore here
     torch.set_num_threads(1)
-    return fit_atlas(store, normalize="log1p", config=QUICK, device="cpu", progress=False)
+    try:
+        return fit_atlas(store, normalize="log1p", config=QUICK, device="cpu", progress=False)
+    finally:
+        torch.set_num_threads(before)  # left at 1, every later test module of a serial run ran on one thread
 
 
 def _truth_score(field, store, n=2000, seed=5):

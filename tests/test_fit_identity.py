@@ -16,7 +16,13 @@ from fit_identity import REFERENCE, fits, machine
 
 @pytest.fixture(scope="module")
 def current():
-    return fits()
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        return fits()  # on one thread, as recorded
+    finally:
+        torch.set_num_threads(before)
 
 
 @pytest.mark.parametrize("name", ["selection", "nb_counts", "given_validation", "time_axis", "streamed"])
