@@ -27,7 +27,7 @@ else:
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SEED = 0
 
-# Under pytest-xdist (`-n 2`) each worker process gets one of the cores.
+# Under pytest-xdist (`-n auto`) each worker process gets one of the cores.
 XDIST_WORKER = os.environ.get("PYTEST_XDIST_WORKER")
 # Modules that read the session-scoped documentation build (one xdist unit of work, see below).
 DOCS_SITE_MODULES = ("test_notebooks.py", "test_docs_site.py")
@@ -48,7 +48,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_make_scheduler(config: pytest.Config, log):
-    """``pytest -n 2`` sends whole test modules to the workers, the two docs modules as one unit.
+    """``pytest -n auto`` sends whole test modules to the workers, the two docs modules as one unit.
 
     A module runs whole on one worker, so its module-scoped fixtures (fitted fields) are made once; the
     modules that read the session-scoped documentation build share a worker, so the site is built once.
@@ -147,4 +147,3 @@ def docs_site() -> Path:
     from _docs_build import build_site
 
     return build_site()
-
