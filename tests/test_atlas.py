@@ -13,6 +13,7 @@ import pytest
 import scipy.sparse as sp
 import torch
 import zarr
+from _threads import one_torch_thread
 from scipy.spatial import cKDTree
 
 from ntf_utils import NTFConfig, NTFField, datasets, pp, tl
@@ -39,13 +40,12 @@ QUICK = NTFConfig(training={"steps": 300, "batch_size": 512, "eval_every": 50})
 TINY = QUICK.replace(training={"steps": 10})
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture(scope="module", autouse=True)
 def one_thread():
-    """One torch thread: the streaming reader is a second thread, and CI has 2 shared cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    """One torch thread: the streaming reader is a second thread, and CI has 2 shared cores. Module-scoped
+    and autouse, so it is in place before the module's fitted fixtures too."""
+    with one_torch_thread():
+        yield
 
 
 @pytest.fixture(scope="module")
@@ -63,12 +63,7 @@ def adata(store):
 
 @pytest.fixture(scope="module")
 def streamed(store):
-    before = torch.get_num_threads()  # module fixtures are set up before one_thread: restore here
-    torch.set_num_threads(1)
-    try:
-        return fit_atlas(store, normalize="log1p", config=QUICK, device="cpu", progress=False)
-    finally:
-        torch.set_num_threads(before)  # left at 1, every later test module of a serial run ran on one thread
+    return fit_atlas(store, normalize="log1p", config=QUICK, device="cpu", progress=False)
 
 
 def _truth_score(field, store, n=2000, seed=5):

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import torch
+from _threads import one_torch_thread
 
 from ntf_utils import metrics, pp, tl
 from ntf_utils.datasets import synthetic_embryo
@@ -24,11 +24,8 @@ def one_thread():
     """Small networks train fastest on one thread when the 2 cores are shared (no time is asserted)."""
     from threadpoolctl import threadpool_limits
 
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with threadpool_limits(1):
+    with one_torch_thread(), threadpool_limits(1):
         yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

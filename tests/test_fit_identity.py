@@ -11,18 +11,14 @@ import json
 
 import numpy as np
 import pytest
+from _threads import one_torch_thread
 from fit_identity import REFERENCE, fits, machine
 
 
 @pytest.fixture(scope="module")
 def current():
-    import torch
-
-    before = torch.get_num_threads()
-    try:
-        return fits()  # on one thread, as recorded
-    finally:
-        torch.set_num_threads(before)
+    with one_torch_thread():  # fits() sets one thread, as recorded; the count comes back after it
+        return fits()
 
 
 @pytest.mark.parametrize("name", ["selection", "nb_counts", "given_validation", "time_axis", "streamed"])

@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import scipy.sparse as sp
-import torch
+from _threads import one_torch_thread
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -51,10 +51,8 @@ def fuzz(n: int):
 @pytest.fixture(scope="module", autouse=True)
 def _one_thread_and_report(request):
     """Single torch thread (tiny models: threads only add contention); report the case count."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with one_torch_thread():
+        yield
     total = sum(CASES.values())
     detail = ", ".join(f"{k} {v}" for k, v in sorted(CASES.items()))
     line = f"fuzz cases tried: {total} ({detail})"
@@ -685,7 +683,6 @@ def test_fit(data):
 # ----------------------------------------------------------------------------- NTFField queries
 @pytest.fixture(scope="module")
 def fitted():
-    torch.set_num_threads(1)
     adata = synthetic_embryo(n_sections=4, cells_per_section=40, n_genes=3, seed=1)
     pp.log_normalize(adata, layer="counts")
     field = tl.fit(adata, layer="lognorm", config=NTFConfig(training={"steps": 20, "batch_size": 64}), progress=False, device="cpu")

@@ -11,7 +11,7 @@ import tracemalloc
 
 import numpy as np
 import pytest
-import torch
+from _threads import one_torch_thread
 
 from ntf_utils import NTFConfig, tl
 from ntf_utils.datasets import synthetic_embryo
@@ -21,11 +21,9 @@ CHUNK_SLACK = 4e6  # bytes allowed beyond the output for one chunk's temporaries
 
 @pytest.fixture(scope="module")
 def field():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    adata = synthetic_embryo(n_sections=3, cells_per_section=40, n_genes=3, seed=0)
-    yield tl.fit(adata, config=NTFConfig(training={"steps": 3, "batch_size": 64}), progress=False, device="cpu")
-    torch.set_num_threads(threads)
+    with one_torch_thread():
+        adata = synthetic_embryo(n_sections=3, cells_per_section=40, n_genes=3, seed=0)
+        yield tl.fit(adata, config=NTFConfig(training={"steps": 3, "batch_size": 64}), progress=False, device="cpu")
 
 
 def _peak_extra(call):

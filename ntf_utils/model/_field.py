@@ -223,7 +223,8 @@ class NTFField:
         batch_size = check_positive_int(batch_size, "batch_size")
         index = torch.as_tensor(self.gene_index(genes), device=self.device)
         scale = torch.as_tensor(self.transform.scale, dtype=torch.float32, device=self.device)
-        forward_mode = len(index) > FORWARD_MODE_GENES_PER_AXIS * coords.shape[1] and self.network.encoding.backend(self.device) != "tcnn"
+        many_genes = len(index) > FORWARD_MODE_GENES_PER_AXIS * coords.shape[1]
+        forward_mode = many_genes and self.network.encoding.backend(self.device) != "tcnn"  # tcnn has no jvp
         derivative = self._gradient_forward if forward_mode else self._gradient_reverse
         out = np.empty((len(coords), len(index), coords.shape[1]), dtype=np.float32)
         for start in range(0, len(coords), batch_size):
