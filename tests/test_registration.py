@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import warnings
-from contextlib import contextmanager
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+from _threads import one_torch_thread
 
 import ntf_utils as ntf
 from ntf_utils.datasets import synthetic_embryo_truth
@@ -18,17 +18,8 @@ from ntf_utils.model._poses import level_weights
 REFERENCE = "s05"  # the middle of the five kept sections
 CONFIG = ntf.NTFConfig(selection={"enabled": False}, network={"section_effects": False},
                        training={"batch_size": 1024, "steps": 500})
-
-
-@contextmanager
-def _one_thread():
-    """The measured numbers below are of one torch thread (CPU results are reproducible per thread count)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
+# The numbers measured in the tests below are of one torch thread (``one_torch_thread``): CPU results are
+# reproducible per thread count.
 
 
 def _poses(n=5, seed=0, scale=(0.004, 0.0015)):
@@ -140,7 +131,7 @@ def misaligned():
 def registered(misaligned):
     _, moved, _, _ = misaligned
     config = CONFIG.replace(network={"register_sections": True})
-    with _one_thread():
+    with one_torch_thread():
         return ntf.tl.fit(moved, layer="lognorm", seed=0, progress=False, device="cpu", config=config)
 
 
@@ -163,7 +154,7 @@ def test_registration_recovers_the_misalignment_and_predicts_better(misaligned, 
         left_shift.append(np.hypot(pose.shift_x + shift[0], pose.shift_y + shift[1]) / spacing)
     assert np.mean(left_rot) < 0.5 * np.mean(applied_rot), (left_rot, applied_rot)
     assert np.mean(left_shift) < 0.5 * np.mean(applied_shift), (left_shift, applied_shift)
-    with _one_thread():
+    with one_torch_thread():
         plain = ntf.tl.fit(moved, layer="lognorm", seed=0, progress=False, device="cpu", config=CONFIG)
     assert plain.section_poses().empty
     assert _pearson_between_sections(registered, aligned) > _pearson_between_sections(plain, aligned) + 0.01
@@ -231,7 +222,7 @@ def test_with_a_time_axis_each_stage_keeps_its_own_reference(tmp_path):
     config = ntf.NTFConfig(network={"register_sections": True}, training={"steps": 20})
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        with _one_thread():
+        with one_torch_thread():
             f = ntf.tl.fit(series, layer="lognorm", time_key="time", seed=0, progress=False, device="cpu",
                            config=config)
     table = f.section_poses().set_index("section")
@@ -252,7 +243,7 @@ def test_registration_works_with_section_effects_and_count_losses(misaligned, lo
     moved = misaligned[1]
     config = CONFIG.replace(network={"register_sections": True, "section_effects": True},
                             training={"steps": 20})
-    with _one_thread():
+    with one_torch_thread():
         f = ntf.tl.fit(moved, loss=loss, seed=0, progress=False, device="cpu", config=config)
     assert len(f.section_poses()) == len(f.sections) == 5 and not f.section_effects().empty
     assert f.section_poses()["rotation_deg"].abs().max() > 0  # the poses were trained
@@ -263,7 +254,7 @@ def test_selection_candidates_carry_registration(misaligned):
     """The resolution selection fits every candidate with the caller's config, registration included."""
     moved = misaligned[1]
     config = ntf.NTFConfig(network={"register_sections": True}, training={"steps": 20, "batch_size": 512})
-    with _one_thread():
+    with one_torch_thread():
         f = ntf.tl.fit(moved, layer="lognorm", seed=0, progress=False, device="cpu", config=config)
     assert f.info.get("resolution_selection") and f.config.network.register_sections
     assert len(f.section_poses()) == 5
