@@ -6,7 +6,9 @@
 For every dataset and kept fraction of ``benchmarks/run.py`` (same data, same ``pp.split_sections``
 splits), the field is fitted on the training sections with ``tl.fit`` defaults and
 ``tl.prediction_intervals`` calibrates its intervals on the TRAINING sections only; the held-out
-sections score them. Beside it: the deep ensemble of ``tl.uncertainty`` (5 members, the resolution the
+sections score them (``conformal``: the intervals for a new measurement against the observed values, the
+intervals for the noise-free level, ``target="expression"``, against the synthetic embryo's truth;
+``conformal_observed``: the measurement intervals against the truth, for comparison). Beside it: the deep ensemble of ``tl.uncertainty`` (5 members, the resolution the
 field chose) as mean +- 2 sd (its current reading) and as mean +- z sd at each level (a Gaussian
 reading), and two oracles that know the held-out errors (the smallest constant half-width per gene,
 and per gene and distance tertile, reaching each level).
@@ -79,9 +81,13 @@ def score_split(dataset, fraction, res, ens, targets) -> list[dict]:
     for target, values in targets.items():
         base = {"dataset": dataset, "kept_fraction": fraction, "target": target}
         for level in LEVELS:
-            lower, upper = res.interval(1 - level)
-            rows += _rows({**base, "method": "conformal", "level": level},
-                          (values >= lower) & (values <= upper), upper - lower, tertile, res.distance)
+            # the truth is scored by the intervals for the noise-free level, and by the observed ones beside
+            kinds = {"conformal": "expression", "conformal_observed": "observed"} if target == "truth" else \
+                {"conformal": "observed"}
+            for method, kind in kinds.items():
+                lower, upper = res.interval(1 - level, kind)
+                rows += _rows({**base, "method": method, "level": level},
+                              (values >= lower) & (values <= upper), upper - lower, tertile, res.distance)
             z = norm.ppf(0.5 + level / 2)
             rows += _rows({**base, "method": "ensemble_normal", "level": level},
                           np.abs(values - ens.mean) <= z * ens.std, 2 * z * ens.std, tertile, res.distance)
@@ -139,7 +145,7 @@ def extrapolation(dataset, fraction, train, test, truth_layer, n_models, cfg) ->
     rows = []
     for target, values in _targets(query, truth_layer).items():
         for level in LEVELS:
-            lower, upper = res.interval(1 - level)
+            lower, upper = res.interval(1 - level, "expression" if target == "truth" else "observed")
             z_ = norm.ppf(0.5 + level / 2)
             for method, covered, width in (
                 ("conformal", (values >= lower) & (values <= upper), upper - lower),
