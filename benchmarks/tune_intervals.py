@@ -36,6 +36,19 @@ from ntf_utils.tl import _conformal  # noqa: E402
 INNER_FRACTIONS = (0.5, 0.25)
 
 
+def save_case(path: Path, res, observed: np.ndarray, truth: np.ndarray | None, n_sections: int) -> None:
+    """One case for :func:`evaluate`: the held-out errors of ``res`` (a ``FieldIntervals`` at the held-out
+    cells), their positions and the calibration, without the field."""
+    truth_error = np.abs(truth - res.prediction) if truth is not None else np.zeros_like(observed)
+    np.savez(path, error=np.abs(observed - res.prediction), truth_error=truth_error, has_truth=truth is not None,
+             distance=res.distance, beyond=res.beyond, inside=res.inside, hardness=res.hardness,
+             reach=np.array([res.reach[a] for a in _conformal.ANCHORS]),
+             reach_hardness=np.array([res.reach_hardness[a] for a in _conformal.ANCHORS]),
+             **{f"scores_{a}": s for a, s in res.scores.items()},
+             **{f"expression_scores_{a}": s for a, s in res.expression_scores.items()},
+             smooth_share=res.smooth_share, n_sections=n_sections)
+
+
 def collect(datasets, out: Path, outer: float, seed: int) -> None:
     cfg = settings(False)
     for dataset in datasets:
@@ -49,15 +62,8 @@ def collect(datasets, out: Path, outer: float, seed: int) -> None:
                 continue  # few sections: the same split as another inner fraction
             fitted.append(fit_on.obs_names.to_numpy())
             res = ntf.tl.prediction_intervals(fit_on, held, layer="lognorm", seed=seed, progress=False)
-            observed = _dense(held.layers["lognorm"])
-            truth = _dense(held.layers[truth_layer]) if truth_layer != "lognorm" else observed
-            np.savez(path, error=np.abs(observed - res.prediction), truth_error=np.abs(truth - res.prediction),
-                     has_truth=truth_layer != "lognorm", distance=res.distance, beyond=res.beyond, inside=res.inside,
-                     hardness=res.hardness, reach=np.array([res.reach[a] for a in _conformal.ANCHORS]),
-                     reach_hardness=np.array([res.reach_hardness[a] for a in _conformal.ANCHORS]),
-                     **{f"scores_{a}": s for a, s in res.scores.items()},
-                     **{f"expression_scores_{a}": s for a, s in res.expression_scores.items()},
-                     smooth_share=res.smooth_share, n_sections=fit_on.obs["section"].nunique())
+            truth = _dense(held.layers[truth_layer]) if truth_layer != "lognorm" else None
+            save_case(path, res, _dense(held.layers["lognorm"]), truth, fit_on.obs["section"].nunique())
             log(f"{dataset} inner {inner:g}: {fit_on.obs['section'].nunique()} sections fitted, saved {path.name}")
 
 

@@ -8,7 +8,15 @@ import pandas as pd
 import pytest
 
 from ntf_utils import NTFConfig, datasets, pl, pp, tl
-from ntf_utils.tl._conformal import ANCHOR_ENDS, ANCHOR_SECTIONS, _distances, _folds, _smooth_share
+from ntf_utils.tl._conformal import (
+    ANCHOR_ENDS,
+    ANCHOR_SECTIONS,
+    GROWTH,
+    GROWTH_RULES,
+    _distances,
+    _folds,
+    _smooth_share,
+)
 
 # no blend with the closed-form smoother: these tests measure the calibration, and the numbers in their
 # docstrings were measured without it (with the blend this split chooses, 0.5, the intervals cover more:
@@ -80,6 +88,23 @@ def test_smooth_share_separates_noise_from_a_smooth_error():
     share = _smooth_share(smooth + noise, np.zeros_like(noise), labels, xy)
     expected = np.mean(smooth[:, 0] ** 2) / (np.mean(smooth[:, 0] ** 2) + 0.25)
     assert abs(share[0] - expected) < 0.05 and share[1] < 0.05, (share, expected)
+
+
+def test_width_rules_rescored_without_refitting(result, split, tmp_path):
+    """benchmarks/tune_intervals.py: a saved case is re-scored under every width rule; under the default
+    rule it reproduces the coverage the intervals themselves give, for both targets."""
+    from benchmarks.tune_intervals import evaluate, save_case
+
+    _, test = split
+    observed, truth = np.asarray(test.layers["lognorm"]), np.asarray(test.layers["truth"])
+    save_case(tmp_path / "case.npz", result, observed, truth, n_sections=8)
+    table = evaluate(tmp_path)
+    assert set(table["rule"]) == set(GROWTH_RULES)
+    default = table[(table["rule"] == GROWTH) & (table["level"] == 0.9)].set_index("target")["all"]
+    assert abs(default["observed"] - result.coverage(observed, 0.1)) < 1e-3
+    assert abs(default["truth"] - result.coverage(truth, 0.1, target="expression")) < 1e-3
+    widths = table[(table["target"] == "observed") & (table["level"] == 0.9)].set_index("rule")["width"]
+    assert widths["distance1"] > widths["distance2"] > widths["distance4"]  # slower growth: wider mid-gap
 
 
 def test_fields_shapes_and_levels(result, split):
@@ -177,3 +202,5 @@ def test_time_axis():
         assert sorted(s[3:] for s in held_out if s.startswith("t0")) == sorted(s[3:] for s in held_out if s.startswith("t1"))
     np.testing.assert_allclose(res.distance, 1.0)  # s02 and s05 lie one spacing (20) from s01/s03, s04/s06
     assert not res.flagged.any() and 0.8 <= res.coverage(test.layers["lognorm"]) <= 1.0
+    expression = res.half_width(0.1, "expression")  # the noise-free level, with time: finite and narrower
+    assert np.isfinite(expression).all() and np.median(expression) < np.median(res.half_width(0.1))
