@@ -92,6 +92,9 @@ class FieldIntervals:
         The training sections: ``section``, median ``z`` and ``stage`` (time, or 0).
     field
         The fitted :class:`~ntf_utils.NTFField` that made ``prediction``.
+    growth
+        How the width grows from the distance-0 quantile to an anchor's (:data:`GROWTH_RULES`; default
+        ``"distance2"``, the squared distance; ``benchmarks/tune_intervals.py`` compares the others).
     """
 
     prediction: np.ndarray
@@ -188,8 +191,7 @@ class FieldIntervals:
                               beyond=beyond, inside=self.field.inside(query), genes=list(self.genes),
                               coords=query.copy(), spacing=self.spacing, scores=self.scores,
                               expression_scores=self.expression_scores, smooth_share=self.smooth_share,
-                              reach=self.reach,
-                              reach_hardness=self.reach_hardness, calibration=self.calibration,
+                              reach=self.reach, reach_hardness=self.reach_hardness, calibration=self.calibration,
                               sections=self.sections, alpha=self.alpha if alpha is None else _check_alpha(alpha),
                               target=self.target if target is None else target, field=self.field,
                               growth=self.growth)
@@ -471,21 +473,20 @@ def prediction_intervals(
     beyond the remaining range). Each fold also holds out ``cell_fraction`` of the remaining cells at
     random (the error at distance 0). The scores ``|observed - predicted|`` of each gene give, per
     *anchor* (held-out cells, interior sections, end sections), the conformal quantile; a query
-    point's half-width is interpolated between the distance-0 quantile and the anchor's by how hard
-    its position is: ``d * (G - d)`` at distance ``d`` from the nearest training section in a gap of
-    ``G`` (``beyond**2`` past the range), in section spacings, the squared half-width growing with its
-    square (so the middle of a one-spacing gap counts as a sixteenth as hard as the middle of the
-    two-spacing gap a fold leaves around its held-out section). Points harder than the calibration
-    measured (beyond the range by more than the end fold's distance, or in gaps wider than any held-out
-    one) and points outside the sampled tissue get infinite intervals (``flagged``).
+    point's half-width is interpolated between the distance-0 quantile and the anchor's by its
+    distance to the nearest training section in section spacings (squared half-width growing with
+    the squared distance; other rules, compared in ``docs/model.md``, did no better). Points farther
+    than the calibration measured (beyond the range by more than the end fold's distance, or between
+    sections farther apart than any held-out gap) and points outside the sampled tissue get infinite
+    intervals (``flagged``).
 
     ``target="expression"`` gives intervals for the noise-free level instead of a new measurement:
     the same folds are scored against ``field``'s own prediction at the held-out cells (the field
     fitted with them) instead of their noisy values, so the interval covers where the field would be
     had that section been measured, and the field's own error at measured cells is added (in
     quadrature, from the part of its residuals that neighbouring cells share: noise is independent
-    between cells, the field's error is smooth). They are narrower than ``"observed"`` ones by the
-    measurement noise.
+    between cells, the field's error is smooth). Where measurement noise is much of the error they are
+    much narrower than ``"observed"`` ones.
 
     Parameters
     ----------
