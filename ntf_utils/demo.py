@@ -71,7 +71,7 @@ class Settings:
             return cls(embryo_sections=10, embryo_cells=250, embryo_genes=20, bdtnp_slabs=10, steps=120,
                        render_shape=28, domain_shape=24, max_arrows=400)
         return cls(embryo_sections=24, embryo_cells=700, embryo_genes=40, bdtnp_slabs=20, steps=None,
-                   render_shape=56, domain_shape=44, max_arrows=1500)
+                   render_shape=56, domain_shape=44, max_arrows=400)
 
 
 def _log(msg: str) -> None:
@@ -164,12 +164,15 @@ def _views(name, field, train, test, info, settings: Settings, out: Path, seed: 
          "domains_3d", f"3D domains from the field's latent ({method}, {voxels.obs[Key.obs.domain].nunique()} domains)")
 
     rng = np.random.default_rng(seed)
-    cells = train.obsm[Key.obsm.spatial_3d]
-    pick = rng.choice(len(cells), size=min(settings.max_arrows, len(cells)), replace=False)
+    # at every cell of the tissue (the held-out sections' too: the field is continuous), so the arrows
+    # cover the whole body; gradient_arrows thins them to a regular lattice of max_arrows, which spaces
+    # the cones evenly (training sections alone are thin rings on BDTNP, where cones must shrink to fit)
+    cells = np.concatenate([train.obsm[Key.obsm.spatial_3d], test.obsm[Key.obsm.spatial_3d]])
+    pick = rng.choice(len(cells), size=min(4 * settings.max_arrows, len(cells)), replace=False)
     grad = tl.gradients(field, cells[pick], ggene)[:, 0, :]
     save(pl.gradient_arrows(cells[pick], grad, context=train, gene=ggene, units=units, max_arrows=settings.max_arrows,
                             title=f"{name}: expression gradient of {ggene}"),
-         "gradient_arrows", f"autograd gradient of {ggene} at training cells")
+         "gradient_arrows", f"autograd gradient of {ggene} over the tissue's cells")
 
     sections = test.obs[Key.obs.section].astype(str)
     middle = sections.unique()[len(sections.unique()) // 2]

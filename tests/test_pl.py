@@ -350,15 +350,25 @@ def test_gradient_arrows(stack):
     assert isinstance(cone, go.Cone)
     assert 0 < len(cone.x) <= 500
     norms = np.linalg.norm(vectors, axis=1)
-    assert cone.cmax <= norms.max() + 1e-9 and cone.cmin >= norms.min() - 1e-9
+    shown = np.asarray(cone.customdata, dtype=float)  # the true magnitudes, for the hover
+    assert len(shown) == len(cone.x) and shown.max() <= norms.max() + 1e-9 and shown.min() >= norms.min() - 1e-9
     assert "Sox2" in cone.colorbar.title.text
+    # the colour bar reads as magnitudes: its ticks run from the weakest drawn arrow to the 95th percentile
+    assert float(cone.colorbar.ticktext[0]) == pytest.approx(shown.min(), rel=1e-2)
+    assert cone.colorbar.ticktext[-1].startswith("≥")
     assert f"{len(cone.x):,} of 5,000" in fig.layout.title.text
 
     mag = np.full(5000, 2.0)
     fig = pl.gradient_arrows(coords, vectors, magnitude=mag, max_arrows=None, context=stack)
     assert isinstance(fig.data[0], go.Scatter3d)  # context cloud first
     cone = fig.data[1]
-    np.testing.assert_allclose(np.linalg.norm(np.c_[cone.u, cone.v, cone.w], axis=1), 2.0)
+    np.testing.assert_allclose(np.asarray(cone.customdata, dtype=float), 2.0)
+    drawn = np.linalg.norm(np.c_[cone.u, cone.v, cone.w], axis=1)
+    np.testing.assert_allclose(drawn, drawn[0])  # equal magnitudes: equal cones
+    # lengths proportional to magnitude when sizeref is given
+    fig = pl.gradient_arrows(coords, vectors, max_arrows=None, sizeref=0.5, min_quantile=None)
+    np.testing.assert_allclose(np.linalg.norm(np.c_[fig.data[0].u, fig.data[0].v, fig.data[0].w], axis=1), norms)
+    assert fig.data[0].sizeref == 0.5
     with pytest.raises(ValueError, match="shape"):
         pl.gradient_arrows(coords, vectors[:10])
 
@@ -556,13 +566,18 @@ def test_gradient_arrows_read_lattice_sizes_and_weak_dropped():
     assert 100 < len(xyz) <= 400
     assert np.isfinite(cone.sizeref) and cone.sizeref > 0 and cone.sizemode == "raw"
     assert np.all(np.isfinite(np.c_[cone.u, cone.v, cone.w]))
-    norms = np.linalg.norm(np.c_[cone.u, cone.v, cone.w], axis=1)
-    assert norms.min() >= np.quantile(np.linalg.norm(vectors, axis=1), 0.2) - 1e-9  # weakest 20% dropped
+    magnitudes = np.asarray(cone.customdata, dtype=float)
+    assert magnitudes.min() >= np.quantile(np.linalg.norm(vectors, axis=1), 0.2) - 1e-9  # weakest 20% dropped
     from scipy.spatial import cKDTree
 
-    nn = cKDTree(xyz).query(xyz, k=2)[0][:, 1]
-    # cones sized to the arrows' spacing: a 95th-percentile arrow spans 90% of the median neighbour distance
-    assert cone.sizeref * np.percentile(norms, 95) == pytest.approx(0.9 * np.median(nn), rel=1e-3)
+    spacing = np.median(cKDTree(xyz).query(xyz, k=2)[0][:, 1])
+    # cones sized to the arrows' spacing: the 95th-percentile magnitude and above span 90% of the median
+    # neighbour distance, the weakest drawn arrow 30% (every arrow shows its direction), monotone between
+    drawn = cone.sizeref * np.linalg.norm(np.c_[cone.u, cone.v, cone.w], axis=1)
+    assert drawn.max() == pytest.approx(0.9 * spacing, rel=1e-3)
+    assert drawn.min() == pytest.approx(0.3 * spacing, rel=1e-3)
+    assert np.all(np.diff(drawn[np.argsort(magnitudes)]) >= -1e-9)
+    assert np.mean(np.isclose(drawn, drawn.max(), rtol=1e-6)) == pytest.approx(0.05, abs=0.02)  # the top 5%
     assert len(pl.gradient_arrows(coords[:50], vectors[:50], min_quantile=None).data[0].x) == 50
 
 

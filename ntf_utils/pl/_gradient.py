@@ -9,6 +9,12 @@ from ._volume import context_cloud, context_xyz
 
 __all__ = ["gradient_arrows", "thin_to_grid"]
 
+# Default cone lengths, in arrow spacings: the strongest arrows (95th percentile of magnitude and above)
+# reach LONGEST, the weakest drawn ones SHORTEST. Gradients are heavy-tailed (steep at a few boundaries),
+# so lengths proportional to magnitude leave most cones a speck; the colour carries the magnitude.
+LONGEST = 0.9
+SHORTEST = 0.3
+
 
 def thin_to_grid(xyz: np.ndarray, max_points: int) -> tuple[np.ndarray, float]:
     """At most ``max_points`` of the points, one per cell of a regular cubic grid, and the cell size.
@@ -96,12 +102,33 @@ def _select(xyz, norm, max_arrows, min_quantile):
     return sel, spacing, ", ".join(notes)
 
 
+def _floored_lengths(vec, norm, spacing, lowest, colorbar):
+    """Vectors redrawn ``SHORTEST``-``LONGEST`` spacings long by magnitude (linear from the weakest drawn
+    magnitude ``lowest`` to the 95th percentile, capped there), the colour range in drawn lengths, and a
+    colour bar whose ticks read as magnitudes."""
+    top = float(np.percentile(norm, 95))
+    top = top if top > lowest else float(norm.max())
+    span = top - lowest
+    scale = (lambda m: np.clip((m - lowest) / span, 0.0, 1.0)) if span > 0 else (lambda m: np.ones_like(m))
+
+    def length(m):
+        return spacing * (SHORTEST + (LONGEST - SHORTEST) * scale(np.asarray(m, dtype=np.float64)))
+
+    with np.errstate(invalid="ignore", divide="ignore"):
+        direction = np.where(norm[:, None] > 0, vec / norm[:, None], 0.0)
+    ticks = np.linspace(lowest, top, 5) if span > 0 else np.array([top])
+    labels = [f"{t:.3g}" for t in ticks]
+    labels[-1] = f"≥ {labels[-1]}" if span > 0 and norm.max() > top else labels[-1]
+    colorbar = {**colorbar, "tickvals": length(ticks).tolist(), "ticktext": labels}
+    return direction * length(norm)[:, None], (float(length(lowest)), float(length(top))), colorbar
+
+
 def gradient_arrows(
     coords,
     vectors,
     *,
     magnitude=None,
-    max_arrows: int | None = 3000,
+    max_arrows: int | None = 1500,
     sizeref: float | None = None,
     colorscale: str = "Plasma",
     context=None,
@@ -116,7 +143,9 @@ def gradient_arrows(
     Arrows weaker than the ``min_quantile`` quantile of the magnitudes are dropped (where the gene is
     flat the direction means nothing); above ``max_arrows`` the rest are thinned to one per cell of a
     regular grid (:func:`thin_to_grid`), so arrows stand about one cell apart, and every cone is sized
-    to their spacing: the 95th-percentile magnitude spans 90% of the median distance between neighbours.
+    to their spacing: the 95th-percentile magnitude and above span 90% of the median distance between
+    neighbours, the weakest drawn arrow 30%, linearly in between, so that every drawn arrow shows its
+    direction; the colour (and the hover) gives the magnitude.
 
     Parameters
     ----------
@@ -133,9 +162,9 @@ def gradient_arrows(
         the cell's centre), with the cell the smallest that leaves at most ``max_arrows`` cells
         occupied; the title says so. ``None`` draws every arrow.
     sizeref
-        Cone length per unit magnitude, in original units (plotly ``sizemode='raw'``): a cone is
-        ``sizeref * magnitude`` long. Default: ``0.9 * spacing / m95``, with ``spacing`` the median
-        distance between neighbouring drawn arrows and ``m95`` their 95th-percentile magnitude.
+        Cone length per unit magnitude, in original units (plotly ``sizemode='raw'``): given, a cone is
+        ``sizeref * magnitude`` long (lengths proportional to magnitude). Default: the lengths above,
+        from 30% to 90% of the median distance between neighbouring drawn arrows.
     colorscale
         Plotly colour scale for the magnitude.
     context
@@ -169,9 +198,12 @@ def gradient_arrows(
     traces = [] if context is None else [context_cloud(context, seed=seed)]
     lo, hi = U.finite_range(norm)
     ranges = U.range_of(xyz if context is None else np.concatenate([xyz, context_xyz(context)]))
-    if sizeref is None:
-        ref = float(np.percentile(norm, 95))
-        sizeref = 0.9 * spacing / (ref if ref > 0 else float(norm.max()) or 1.0)
+    colorbar = U.colorbar(label)
+    if sizeref is None:  # drawn length = an affine map of the magnitude; the colour bar is labelled back
+        vec, colour_range, colorbar = _floored_lengths(vec, norm, spacing, lo, colorbar)
+        sizeref = 1.0
+    else:
+        colour_range = (lo, hi)
     traces.append(
         go.Cone(
             x=U.f32(xyz[:, 0]), y=U.f32(xyz[:, 1]), z=U.f32(xyz[:, 2]),
@@ -180,12 +212,13 @@ def gradient_arrows(
             sizeref=float(sizeref),
             anchor="center",  # each cone sits in its cell: neighbours do not run into each other
             colorscale=colorscale,
-            cmin=lo,
-            cmax=hi,
-            colorbar=U.colorbar(label),
+            cmin=colour_range[0],
+            cmax=colour_range[1],
+            colorbar=colorbar,
             name=label,
+            customdata=norm,
             lighting=dict(ambient=0.7, diffuse=0.6, specular=0.1),
-            hovertemplate=f"{U.xyz_hover(units)}<br>{label}=%{{norm:.3g}}<extra></extra>",
+            hovertemplate=f"{U.xyz_hover(units)}<br>{label}=%{{customdata:.3g}}<extra></extra>",
         )
     )
     fig = go.Figure(data=traces)
