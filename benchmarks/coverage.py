@@ -41,6 +41,7 @@ from benchmarks.run import load_dataset, log, settings, test_sections  # noqa: E
 LEVELS = (0.8, 0.9, 0.95)
 TWO_SD_LEVEL = float(norm.cdf(2) - norm.cdf(-2))  # 0.9545: the nominal level of mean +- 2 sd if Gaussian
 N_MODELS = 5
+INTERVALS_FOR = {"observed": "observed", "truth": "expression"}  # the target each interval kind is for
 
 
 def _tertiles(distance: np.ndarray) -> np.ndarray:
@@ -82,8 +83,9 @@ def score_split(dataset, fraction, res, ens, targets) -> list[dict]:
         base = {"dataset": dataset, "kept_fraction": fraction, "target": target}
         for level in LEVELS:
             # the truth is scored by the intervals for the noise-free level, and by the observed ones beside
-            kinds = {"conformal": "expression", "conformal_observed": "observed"} if target == "truth" else \
-                {"conformal": "observed"}
+            kinds = {"conformal": INTERVALS_FOR[target]}
+            if target == "truth":
+                kinds["conformal_observed"] = "observed"
             for method, kind in kinds.items():
                 lower, upper = res.interval(1 - level, kind)
                 rows += _rows({**base, "method": method, "level": level},
@@ -145,7 +147,7 @@ def extrapolation(dataset, fraction, train, test, truth_layer, n_models, cfg) ->
     rows = []
     for target, values in _targets(query, truth_layer).items():
         for level in LEVELS:
-            lower, upper = res.interval(1 - level, "expression" if target == "truth" else "observed")
+            lower, upper = res.interval(1 - level, INTERVALS_FOR[target])
             z_ = norm.ppf(0.5 + level / 2)
             for method, covered, width in (
                 ("conformal", (values >= lower) & (values <= upper), upper - lower),

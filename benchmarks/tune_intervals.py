@@ -18,6 +18,7 @@ in a tertile, the largest under-coverage, the mean width): the table of ``docs/m
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -80,13 +81,14 @@ def evaluate(out: Path) -> pd.DataFrame:
         if saved["has_truth"]:  # the noise-free truth, by the expression intervals and the observed ones
             targets.update({"truth": ("expression", saved["truth_error"]),
                             "truth (observed intervals)": ("observed", saved["truth_error"])})
+        saved_intervals = _conformal.FieldIntervals(
+            prediction=np.zeros_like(saved["error"]), distance=saved["distance"], beyond=saved["beyond"],
+            inside=saved["inside"], hardness=saved["hardness"], genes=[str(j) for j in range(saved["error"].shape[1])],
+            coords=np.zeros((len(saved["error"]), 3)), spacing=1.0, scores=scores,
+            expression_scores=expression_scores, smooth_share=saved["smooth_share"], reach=reach,
+            reach_hardness=reach_hardness, calibration=pd.DataFrame(), sections=pd.DataFrame())
         for rule in _conformal.GROWTH_RULES:
-            res = _conformal.FieldIntervals(
-                prediction=np.zeros_like(saved["error"]), distance=saved["distance"], beyond=saved["beyond"],
-                inside=saved["inside"], hardness=saved["hardness"], genes=[str(j) for j in range(saved["error"].shape[1])],
-                coords=np.zeros((len(saved["error"]), 3)), spacing=1.0, scores=scores,
-                expression_scores=expression_scores, smooth_share=saved["smooth_share"], reach=reach,
-                reach_hardness=reach_hardness, calibration=pd.DataFrame(), sections=pd.DataFrame(), growth=rule)
+            res = dataclasses.replace(saved_intervals, growth=rule)
             for target, (kind, error) in targets.items():
                 for level in LEVELS:
                     half = res.half_width(1 - level, kind)
@@ -94,7 +96,7 @@ def evaluate(out: Path) -> pd.DataFrame:
                     row = {"case": path.stem, "sections": int(saved["n_sections"]), "rule": rule, "target": target,
                            "level": level, "all": covered.mean()}
                     row.update({f"t{t}": covered[tertile == t].mean() for t in (1, 2, 3)})
-                    row["width"] = float(np.where(np.isfinite(half), 2 * half, np.nan)[np.isfinite(half)].mean())
+                    row["width"] = float(2 * half[np.isfinite(half)].mean())
                     rows.append(row)
     df = pd.DataFrame(rows)
     miss = df[["all", "t1", "t2", "t3"]].sub(df["level"], axis=0).abs()

@@ -397,6 +397,8 @@ def _calibrate(adata, main, gene_list, *, layer, spatial_key, time_key, n_folds,
     stage = read_time(adata, time_key) if time_key is not None else np.zeros(len(xyz))
     columns = [list(map(str, adata.var_names)).index(g) for g in gene_list]
     values = dense_float32(read_matrix(adata, layer))[:, columns]
+    cells = xyz if time_key is None else np.column_stack([xyz[:, :3], stage])
+    fitted = main.predict(cells, gene_list)  # the full field at every training cell, once for all folds
     config = main.config.replace(selection={"enabled": False})
     rng = np.random.default_rng(seed)
     scores = {a: [] for a in ANCHORS}
@@ -418,10 +420,9 @@ def _calibrate(adata, main, gene_list, *, layer, spatial_key, time_key, n_folds,
                          spatial_key=spatial_key, time_key=time_key, **fit_kwargs)
         seconds = time.perf_counter() - start
         for part, index in ((anchor, np.flatnonzero(is_held)), (ANCHOR_CELLS, probe)):
-            query = xyz[index] if time_key is None else np.column_stack([xyz[index, :3], stage[index]])
-            predicted = fold_field.predict(query, gene_list)
+            predicted = fold_field.predict(cells[index], gene_list)
             scores[part].append(np.abs(values[index] - predicted))
-            expression_scores[part].append(np.abs(main.predict(query, gene_list) - predicted))
+            expression_scores[part].append(np.abs(fitted[index] - predicted))
         remaining = sections[~sections["section"].isin(held)]
         dist, beyond, hardness = _distances(xyz[is_held, 2], stage[is_held], remaining, spacing)
         reach[anchor] = max(reach[anchor], float((beyond if anchor == ANCHOR_ENDS else dist).max()))
@@ -438,8 +439,7 @@ def _calibrate(adata, main, gene_list, *, layer, spatial_key, time_key, n_folds,
     def stacked(kind):
         return {a: np.concatenate(s) if s else np.zeros((0, len(gene_list)), np.float32) for a, s in kind.items()}
 
-    query = xyz if time_key is None else np.column_stack([xyz[:, :3], stage])
-    share = _smooth_share(values, main.predict(query, gene_list), labels, xyz[:, :2])
+    share = _smooth_share(values, fitted, labels, xyz[:, :2])
     return (stacked(scores), stacked(expression_scores), share, reach, reach_hardness, pd.DataFrame(rows),
             spacing)
 
