@@ -1,4 +1,5 @@
-"""The closed-form smoother and its blend into the field's prediction (``model/_smooth_base.py``)."""
+"""The smoothers and their blend into the field's prediction: the closed-form grids
+(``model/_smooth_base.py``) and the Gaussian process beside them (``model/_kernel_smoother.py``)."""
 
 import warnings
 
@@ -8,6 +9,7 @@ import torch
 
 from ntf_utils import NTFConfig, NTFField, pp, tl
 from ntf_utils.datasets import synthetic_embryo
+from ntf_utils.model._kernel_smoother import KernelSmoother
 from ntf_utils.model._smooth_base import SmoothBase, base_resolutions
 from ntf_utils.tl._domains import latent_embedding
 from ntf_utils.tl._resolution import blend_without_race
@@ -85,7 +87,10 @@ def test_the_blend_joins_the_prediction_in_eval_mode_only_and_survives_save_and_
 
 
 def test_selection_keeps_the_blend_with_the_lowest_heldout_loss(small):
-    field = tl.fit(small, layer="lognorm", config=NTFConfig(**QUICK), progress=False)
+    # the Gaussian process not raced (and, by default, not blended): the race chooses beta alone
+    # (both: test_by_default_the_race_chooses_both_weights_by_heldout_loss below)
+    config = NTFConfig(selection={"kernel_blends": []}, **QUICK)
+    field = tl.fit(small, layer="lognorm", config=config, progress=False)
     chosen = next(row for row in field.info["resolution_selection"] if row["chosen"])
     losses = {float(w): v for w, v in chosen["blend_losses"].items()}
     assert sorted(losses) == [0.0, 0.25, 0.5, 0.75]
@@ -94,6 +99,7 @@ def test_selection_keeps_the_blend_with_the_lowest_heldout_loss(small):
     assert ("smooth_base" in field.info) == (chosen["smooth_blend"] > 0)
     # no blends to try: the race's winner is refitted as before, without a smoother
     plain = tl.fit(small, layer="lognorm", config=NTFConfig(selection={"blends": []}, **QUICK), progress=False)
+    assert plain.config.network.kernel_blend == 0.0
     assert plain.network.smooth_base is None and "smooth_blend" not in next(
         row for row in plain.info["resolution_selection"] if row["chosen"])
 
@@ -109,7 +115,7 @@ def test_count_losses_ignore_the_blend_with_a_warning_that_names_the_fix(small):
     counts = small.copy()
     counts.X = np.asarray(counts.layers["counts"] if "counts" in counts.layers else counts.X)
     config = NTFConfig(network={"smooth_blend": 0.5}, selection={"enabled": False}, **QUICK)
-    with pytest.warns(UserWarning, match=r"smooth_blend is ignored.*'poisson' loss.*loss='mse'"):
+    with pytest.warns(UserWarning, match=r"smooth_blend and kernel_blend are ignored.*'poisson' loss.*loss='mse'"):
         field = tl.fit(counts, loss="poisson", config=config, progress=False)
     assert field.config.network.smooth_blend == 0.0 and field.network.smooth_base is None
 
@@ -159,3 +165,114 @@ def test_two_sections_get_the_default_blend_where_the_smoother_applies(small):
     assert blend_without_race(NTFConfig(), small, None) == NTFConfig()  # eight sections: the race chooses
     with pytest.raises(ValueError, match="blend_without_race"):
         NTFConfig(selection={"blend_without_race": 1.0})
+
+
+# ---- the Gaussian-process partner ----------------------------------------------------------------
+def _smooth_scores(u):
+    return np.stack([np.sin(3 * u[:, 0]) + u[:, 2], np.cos(2 * u[:, 1]) * u[:, 2]], axis=1)
+
+
+def test_the_posterior_mean_is_scikit_learns_with_the_fitted_kernel():
+    from sklearn.gaussian_process import GaussianProcessRegressor
+    from sklearn.gaussian_process.kernels import RBF, WhiteKernel
+    from sklearn.gaussian_process.kernels import ConstantKernel as Constant
+
+    rng = np.random.default_rng(0)
+    u = rng.uniform(size=(250, 3))
+    scores = _smooth_scores(u) + 0.1 * rng.normal(size=(250, 2))
+    smoother = KernelSmoother(3, 2)
+    info = smoother.solve(u, scores, max_cells=250, fit_cells=250)
+    assert info["cells"] == info["fit_cells"] == 250 and len(info["length_scales"]) == 3
+    kernel = (Constant(info["amplitude"], "fixed") * RBF(info["length_scales"], "fixed")
+              + WhiteKernel(info["noise_level"], "fixed"))
+    mean, std = scores.mean(0), scores.std(0)
+    reference = GaussianProcessRegressor(kernel, optimizer=None).fit(u, (scores - mean) / std)
+    new = rng.uniform(size=(100, 3))
+    want = reference.predict(new) * std + mean
+    got = smoother(torch.from_numpy(new).float()).numpy()
+    np.testing.assert_allclose(got, want, atol=2e-4 * np.abs(want).max())
+
+
+def test_it_smooths_noise_away_and_fills_a_gap_between_sections():
+    rng = np.random.default_rng(1)
+    z = np.repeat([0.1, 0.3, 0.7, 0.9], 150)  # nothing measured between 0.3 and 0.7
+    u = np.column_stack([rng.uniform(size=(600, 2)), z])
+    smoother = KernelSmoother(3, 2)
+    info = smoother.solve(u, _smooth_scores(u) + 0.3 * rng.normal(size=(600, 2)), fit_cells=300)
+    assert info["fit_cells"] == 300 and info["cells"] == 600
+    gap = np.column_stack([rng.uniform(0.1, 0.9, size=(300, 2)), np.full(300, 0.5)])
+    error = smoother(torch.from_numpy(gap).float()).numpy() - _smooth_scores(gap)
+    assert np.sqrt((error ** 2).mean()) < 0.5 * 0.3  # half the measurement noise, where nothing was measured
+
+
+def test_forward_mode_derivatives_match_finite_differences():
+    rng = np.random.default_rng(2)
+    u = rng.uniform(size=(200, 3))
+    smoother = KernelSmoother(3, 2)
+    smoother.solve(u, _smooth_scores(u) + 0.1 * rng.normal(size=(200, 2)), fit_cells=200)
+    smoother.double()
+    at = torch.from_numpy(rng.uniform(0.2, 0.8, size=(20, 3)))
+    step = torch.zeros_like(at)
+    step[:, 1] = 1.0
+    _, tangent = torch.func.jvp(smoother, (at,), (step,))
+    numeric = (smoother(at + 1e-6 * step) - smoother(at - 1e-6 * step)) / 2e-6
+    torch.testing.assert_close(tangent, numeric, rtol=1e-5, atol=1e-6)
+
+
+def test_a_fit_blends_it_in_next_to_the_grid_smoother(small, tmp_path):
+    # kernel_blends=[]: not raced, so the fixed kernel_blend joins even where the race chose beta = 0
+    config = NTFConfig(selection={"kernel_blends": [], "kernel_blend": 0.25}, **QUICK)
+    field = tl.fit(small, layer="lognorm", config=config, progress=False)
+    beta, gamma = field.config.network.smooth_blend, field.config.network.kernel_blend
+    assert gamma == 0.25 and field.info["smooth_base"]["kernel"]["cells"] == field.info["smooth_base"]["cells"]
+    network = field.network
+    base = network.smooth_base
+    sections = base.section_lower.numpy()
+    assert len(sections) == small.obs["section"].nunique() and base.reach_width > 0
+    # points at the sections' z and points half-way between two of them
+    u = torch.rand(64, 3) * 0.6 + 0.2
+    u[:32, 2] = torch.from_numpy(sections[1:5]).repeat(8)
+    u[32:, 2] = torch.from_numpy((sections[1:5] + sections[2:6]) / 2).repeat(8)
+    reach = base.kernel_reach(u)
+    assert torch.all(reach[:32] == 0) and torch.all(reach[32:] == 1)
+    with torch.no_grad():
+        blended = network(u)
+        grids = base(u)
+        kernel = base.kernel(u) @ base.axes.T
+        network.train()
+        alone = network(u)
+        network.eval()
+    plain = (1 - beta) * alone + beta * grids
+    # at the measured sections the Gaussian process has no weight: the cells are not smoothed by it
+    torch.testing.assert_close(blended[:32], plain[:32])
+    torch.testing.assert_close(blended[32:], (1 - gamma) * plain[32:] + gamma * kernel[32:])
+    # the latent decodes to the prediction, with the blend's varying share as one more column
+    latent = network.latent(u)
+    assert latent.shape[1] == network.latent_width == field.config.network.latent_dim + base.rank + 1
+    torch.testing.assert_close(network.decode(latent), blended)
+    field.save(tmp_path / "kernel")
+    coords = small.obsm["spatial_3d"][:100]
+    np.testing.assert_array_equal(NTFField.load(tmp_path / "kernel").predict(coords), field.predict(coords))
+
+
+def test_by_default_the_race_chooses_both_weights_by_heldout_loss(small):
+    field = tl.fit(small, layer="lognorm", config=NTFConfig(**QUICK), progress=False)
+    chosen = next(row for row in field.info["resolution_selection"] if row["chosen"])
+    losses = {tuple(map(float, pair.split(","))): v for pair, v in chosen["blend_losses"].items()}
+    assert sorted(losses) == [(b, g) for b in (0.0, 0.25, 0.5, 0.75) for g in (0.0, 0.25, 0.5)]
+    assert (chosen["smooth_blend"], chosen["kernel_blend"]) == min(losses, key=losses.get)
+    assert field.config.network.kernel_blend == chosen["kernel_blend"]
+    assert field.config.network.smooth_blend == chosen["smooth_blend"]
+
+
+def test_it_is_off_where_the_caller_fixed_the_blend_or_turned_it_off(small):
+    fixed = tl.fit(small, layer="lognorm", config=NTFConfig(network={"smooth_blend": 0.25}, **QUICK), progress=False)
+    assert fixed.config.network.kernel_blend == 0.0 and fixed.network.smooth_base.kernel is None
+    config = NTFConfig(selection={"kernel_blends": [], "kernel_blend": 0.0}, **QUICK)
+    off = tl.fit(small, layer="lognorm", config=config, progress=False)
+    assert off.config.network.kernel_blend == 0.0
+    assert off.network.smooth_base is None or off.network.smooth_base.kernel is None
+    with pytest.raises(ValueError, match="kernel_blend"):
+        NTFConfig(selection={"kernel_blend": 1.0})
+    with pytest.raises(ValueError, match="kernel_blend"):
+        NTFConfig(network={"kernel_blend": -0.5})

@@ -190,6 +190,13 @@ class NetworkConfig(_Part):
         (``SelectionConfig.blends``) unless it is set here. MSE loss and in-memory fits on one process
         only. With section effects the smoother is solved after training, on the targets with each
         cell's learned section effect taken out, so it smooths the effect-free tissue.
+    kernel_blend
+        Weight ``gamma`` of a Gaussian-process smoother (:mod:`ntf_utils.model._kernel_smoother`):
+        the prediction becomes ``(1 - gamma) * [the above] + gamma * kernel``. Its anisotropic
+        squared-exponential kernel is fitted by the marginal likelihood to the training targets' top
+        principal components (on 300 cells; the posterior on up to 2,000). 0 (default): none;
+        :func:`ntf_utils.tl.fit` chooses it with ``smooth_blend`` after a race
+        (``SelectionConfig.kernel_blends``). Same conditions as ``smooth_blend``.
     smooth_base_penalty, smooth_base_decay
         The smoother's ridge weight on its finest level (in cells' worth of data) and how many
         octaves weaker it gets per coarser level.
@@ -202,6 +209,7 @@ class NetworkConfig(_Part):
     section_trend_degree: int = 2
     register_sections: bool = False
     smooth_blend: float = 0.0
+    kernel_blend: float = 0.0
     smooth_base_penalty: float = 1.0
     smooth_base_decay: float = 1.0
 
@@ -210,8 +218,9 @@ class NetworkConfig(_Part):
         _require_ints(self, ("hidden_layers", "section_trend_degree"), minimum=0)
         _require_optional_bool(self, "section_effects")
         _require_bool(self, "register_sections")
-        if not 0 <= self.smooth_blend < 1:
-            raise ValueError(f"NetworkConfig.smooth_blend must be in [0, 1), got {self.smooth_blend!r}")
+        for name in ("smooth_blend", "kernel_blend"):
+            if not 0 <= getattr(self, name) < 1:
+                raise ValueError(f"NetworkConfig.{name} must be in [0, 1), got {getattr(self, name)!r}")
         if not self.smooth_base_penalty > 0 or not self.smooth_base_decay >= 0:
             raise ValueError("NetworkConfig.smooth_base_penalty must be > 0 and smooth_base_decay >= 0, got "
                              f"{self.smooth_base_penalty!r} and {self.smooth_base_decay!r}")
@@ -368,6 +377,19 @@ class SelectionConfig(_Part):
         (``docs/model.md``, "With two sections"). 0: none. Not with ``enabled=False``, a fixed
         ``finest_resolution``, a time axis, ``blends=[]``, a ``smooth_blend`` of the caller's, or where
         the smoother does not apply (count loss, streamed or multi-process fit).
+    kernel_blend
+        The Gaussian-process smoother's weight (``NetworkConfig.kernel_blend``) where a fit blends in
+        the smoother above by default without racing its weight: with two sections, or after a race
+        when ``kernel_blends`` is empty (even where the race chose ``beta = 0``). 0 (default): none.
+        Chosen on held-out *training* sections: fitted on two neighbouring sections, 0.25 gained on the
+        embryos and lost 0.030 on STARmap (``docs/model.md``, "A Gaussian-process partner"). Not where
+        the caller set ``smooth_blend`` or ``kernel_blend``.
+    kernel_blends
+        Weights of the Gaussian-process smoother tried after the race next to ``blends`` (every pair,
+        and 0; the pair with the lowest held-out loss is kept). Raced rather than fixed because the
+        held-out *training* sections gained more from it (``docs/model.md``, "A Gaussian-process
+        partner"). ``[]``: not raced, ``kernel_blend`` is used after a race too (so ``kernel_blends=[]``
+        with ``kernel_blend=0`` turns the Gaussian process off).
     batch_size
         Largest minibatch of the candidate fits when the winner is refitted afterwards (``None``:
         the fit's own). The race only has to rank the candidates: with 1,024 instead of 4,096 cells
@@ -383,6 +405,8 @@ class SelectionConfig(_Part):
     rungs: list = field(default_factory=lambda: [0.125, 0.25])
     blends: list = field(default_factory=lambda: [0.0, 0.25, 0.5, 0.75])
     blend_without_race: float = 0.25
+    kernel_blend: float = 0.0
+    kernel_blends: list = field(default_factory=lambda: [0.25, 0.5])
     batch_size: int | None = 1024
 
     def __post_init__(self) -> None:
@@ -400,10 +424,19 @@ class SelectionConfig(_Part):
                                                          or not 0 <= b < 1 for b in blends):
             raise ValueError(f"SelectionConfig.blends must be a list of weights in [0, 1), got {blends!r}")
         self.blends = [float(b) for b in blends]
+        kernels = self.kernel_blends
+        if not isinstance(kernels, (list, tuple)) or any(isinstance(b, bool) or not isinstance(b, numbers.Real)
+                                                          or not 0 <= b < 1 for b in kernels):
+            raise ValueError(f"SelectionConfig.kernel_blends must be a list of weights in [0, 1), got {kernels!r}")
+        self.kernel_blends = [float(b) for b in kernels]
         weight = self.blend_without_race
         if isinstance(weight, bool) or not isinstance(weight, numbers.Real) or not 0 <= weight < 1:
             raise ValueError(f"SelectionConfig.blend_without_race must be a weight in [0, 1), got {weight!r}")
         self.blend_without_race = float(weight)
+        weight = self.kernel_blend
+        if isinstance(weight, bool) or not isinstance(weight, numbers.Real) or not 0 <= weight < 1:
+            raise ValueError(f"SelectionConfig.kernel_blend must be a weight in [0, 1), got {weight!r}")
+        self.kernel_blend = float(weight)
         candidates = self.candidates
         if not candidates or any(not 2 <= len(c) <= 6 or not c[0] > 0 or not all(v >= 0 for v in c[1:])
                                  or any(v != int(v) for v in c[3:5]) for c in candidates):

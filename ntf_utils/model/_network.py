@@ -61,9 +61,11 @@ class FieldNetwork(nn.Module):
         self.decoder = nn.Linear(net.latent_dim, n_genes)
         # extra per-gene parameter of the NB loss (log inverse dispersion); unused otherwise
         self.log_theta = nn.Parameter(torch.zeros(n_genes))
-        # the closed-form smoother blended into the prediction (solved by the pipeline); absent otherwise
-        self.smooth_blend = float(net.smooth_blend)
-        self.smooth_base = SmoothBase.for_field(config, n_input_dims, n_genes) if self.smooth_blend > 0 else None
+        # the smoothers blended into the prediction (solved by the pipeline): the grids' weight beta and
+        # the Gaussian process's gamma (which scales with the distance from the training sections)
+        self.smooth_blend, self.kernel_blend = float(net.smooth_blend), float(net.kernel_blend)
+        wanted = self.smooth_blend > 0 or self.kernel_blend > 0
+        self.smooth_base = SmoothBase.for_field(config, n_input_dims, n_genes) if wanted else None
         section_z = [] if section_z is None else list(section_z)
         effect_z = [] if net.section_effects is False else section_z
         self.section_effects = SectionEffects(len(effect_z), n_genes, effect_z, net.section_trend_degree)
@@ -81,9 +83,15 @@ class FieldNetwork(nn.Module):
         return self.smooth_base is not None and not self.training
 
     @property
+    def kernel_blended(self) -> bool:
+        """Whether the Gaussian process is part of the output now (its weight varies from point to point)."""
+        return self.blended and self.smooth_base.kernel is not None and self.kernel_blend > 0
+
+    @property
     def latent_width(self) -> int:
-        """Columns of :meth:`latent`: ``latent_dim``, plus the smoother's scores when :attr:`blended`."""
-        return self.decoder.in_features + (self.smooth_base.rank if self.blended else 0)
+        """Columns of :meth:`latent`: ``latent_dim``, plus the smoother's scores when :attr:`blended`
+        (and, with the Gaussian process, the smoothers' share of the point)."""
+        return self.decoder.in_features + (self.smooth_base.rank + self.kernel_blended if self.blended else 0)
 
     def latent(self, u: torch.Tensor) -> torch.Tensor:
         """``(n, latent_width)`` latent at unit-cube points ``u`` ``(n, D)``.
@@ -98,10 +106,24 @@ class FieldNetwork(nn.Module):
         if self.frequencies is not None:
             features = torch.cat((features, self.frequencies(u).to(features.dtype)), dim=1)
         latent = self.trunk(features)
+        if self.kernel_blended:
+            return self._blend_with_kernel(latent, u)
         if self.blended:
             beta = self.smooth_blend
             latent = torch.cat(((1.0 - beta) * latent, beta * self.smooth_base.scores(u).to(latent.dtype)), dim=1)
         return latent
+
+    def _blend_with_kernel(self, latent: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        """``[(1 - s) z, (1 - g) beta grids + g kernel, s]`` with ``g = gamma * reach(u)`` and
+        ``s = 1 - (1 - beta)(1 - g)`` the smoothers' share of each point: decoded by
+        ``[W, axes, -b] . + b`` it is ``(1 - g)((1 - beta)(W z + b) + beta grids) + g kernel``."""
+        base, beta = self.smooth_base, self.smooth_blend
+        gamma = self.kernel_blend * base.kernel_reach(u.float()).to(latent.dtype)
+        share = 1.0 - (1.0 - beta) * (1.0 - gamma)
+        smooth = gamma * base.kernel(u.float()).to(latent.dtype)
+        if beta > 0:
+            smooth = smooth + (1.0 - gamma) * beta * base.scores(u).to(latent.dtype)
+        return torch.cat(((1.0 - share) * latent, smooth, share), dim=1)
 
     def decoder_matrix(self, gene_index: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """``(weight (genes, latent_width), bias)`` that :meth:`decode` applies to :meth:`latent` now."""
@@ -110,6 +132,8 @@ class FieldNetwork(nn.Module):
             weight, bias = weight[gene_index], bias[gene_index]
         if self.blended:  # (1 - beta) (W z + b) + beta A s  =  [W, A] [(1 - beta) z, beta s] + (1 - beta) b
             axes = self.smooth_base.axes if gene_index is None else self.smooth_base.axes[gene_index]
+            if self.kernel_blended:  # the share varies by point: its bias term is a column (_blend_with_kernel)
+                return torch.cat((weight, axes.to(weight.dtype), -bias[:, None]), dim=1), bias
             weight, bias = torch.cat((weight, axes.to(weight.dtype)), dim=1), (1.0 - self.smooth_blend) * bias
         return weight, bias
 
@@ -125,7 +149,7 @@ class FieldNetwork(nn.Module):
 
         ``section`` ``(n,)`` adds each row's section effect and, with registration, first moves
         each row by its section's pose (-1 or None: the effect-free field at ``u`` as given).
-        In eval mode a closed-form smoother is blended in (``NetworkConfig.smooth_blend``; training
+        In eval mode the smoothers are blended in (``NetworkConfig.smooth_blend``, ``kernel_blend``; training
         fits the network alone). With ``return_latent`` also the latent: training calls the module once per step this way,
         so wrappers that hook ``forward`` (DistributedDataParallel) see every parameter use. With
         ``return_effect_free`` (and ``return_latent``) the output before the section effects comes last.

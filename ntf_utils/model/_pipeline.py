@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 
 from .._constants import Key
@@ -133,8 +134,9 @@ def plan_fit(source: CellSource, config: NTFConfig, *, seed: int, validation, wo
     if config.training.section_sparsity > 0 and not effects:
         _warn_sparsity_ignored(config.network.section_effects, len(survey.sections))
     config = config.replace(network={"section_effects": bool(effects)})
-    if config.network.smooth_blend > 0 and not smooth_base_applies(source.in_memory, config, world, warn=True):
-        config = config.replace(network={"smooth_blend": 0.0})
+    if (config.network.smooth_blend > 0 or config.network.kernel_blend > 0) and not smooth_base_applies(
+            source.in_memory, config, world, warn=True):
+        config = config.replace(network={"smooth_blend": 0.0, "kernel_blend": 0.0})
     register = config.network.register_sections
     if register:
         _check_registration(survey)
@@ -180,14 +182,16 @@ def smooth_base_applies(in_memory: bool, config: NTFConfig, world: int, warn: bo
     elif world > 1:
         why = f"it is solved on one process and this fit runs on {world}"
     if why is not None and warn:
-        warnings.warn(f"NetworkConfig.smooth_blend is ignored: {why}. Use loss='mse' on log-normalised values in "
-                      "tl.fit on one process, or set smooth_blend=0.", UserWarning,
+        warnings.warn(f"NetworkConfig.smooth_blend and kernel_blend are ignored: {why}. Use loss='mse' on log-normalised values in "
+                      "tl.fit on one process, or set smooth_blend=0 and kernel_blend=0.", UserWarning,
                       stacklevel=4)
     return why is None
 
 
-def solve_smooth_base(base, cells, config: NTFConfig, seed: int, network=None) -> dict:
+def solve_smooth_base(base, cells, config: NTFConfig, seed: int, network=None, extents=None) -> dict:
     """Solve ``base`` (:class:`~._smooth_base.SmoothBase`) on the training cells; its summary for ``field.info``.
+
+    ``extents`` (:func:`section_extents`) tell a Gaussian-process part where the sections lie.
 
     With a trained ``network`` that has section effects, the smoother is solved on the targets with
     each cell's section effect taken out (:func:`effect_free_targets`), so that it smooths the
@@ -201,8 +205,21 @@ def solve_smooth_base(base, cells, config: NTFConfig, seed: int, network=None) -
         targets = targets * cells.mask.detach().cpu().numpy()
     net = config.network
     summary = base.solve(cells.u.detach().cpu().numpy(), targets, penalty=net.smooth_base_penalty,
-                         decay=net.smooth_base_decay, seed=seed)
-    return {**summary, "blend": float(net.smooth_blend), "seconds": round(time.perf_counter() - started, 3)}
+                         decay=net.smooth_base_decay, seed=seed, extents=extents)
+    return {**summary, "blend": float(net.smooth_blend), "kernel_blend": float(net.kernel_blend),
+            "seconds": round(time.perf_counter() - started, 3)}
+
+
+def section_extents(source, plan) -> tuple[np.ndarray, np.ndarray] | None:
+    """``(lower, upper)`` unit-cube z extent of each labelled section of an in-memory ``source``
+    (None without labels)."""
+    sections = getattr(source, "sections", None)
+    if sections is None:
+        return None
+    z = plan.transform.to_unit(source.coords)[:, 2]
+    labelled = pd.Series(np.asarray(sections).astype(str))
+    extent = pd.Series(z).groupby(labelled.to_numpy()).agg(["min", "max"])
+    return extent["min"].to_numpy(), extent["max"].to_numpy()
 
 
 def effect_free_targets(targets: np.ndarray, section, network) -> np.ndarray:
@@ -348,7 +365,8 @@ class FitRun:
             # (training and its checkpoints see the network alone)
             self.deferred_base, self.network.smooth_base = self.network.smooth_base, None
         elif self.network.smooth_base is not None:
-            self.smooth_base = solve_smooth_base(self.network.smooth_base, self.cells, config, seed)
+            self.smooth_base = solve_smooth_base(self.network.smooth_base, self.cells, config, seed,
+                                                 extents=section_extents(source, self.plan))
         try:
             self.training = Training(self.network, config, self.cells, validation=val_cells, seed=seed,
                                      device=self.device, checkpoint_dir=ckpt_dir, fingerprint=fingerprint,
@@ -395,7 +413,8 @@ class FitRun:
             if self.deferred_base is not None:
                 self.network.smooth_base = self.deferred_base
                 self.smooth_base = solve_smooth_base(self.network.smooth_base, self.cells, self.plan.config,
-                                                     self.seed, network=self.network)
+                                                     self.seed, network=self.network,
+                                                     extents=section_extents(self.source, self.plan))
         finally:
             self._close_cells()
         network, plan = self.network, self.plan

@@ -10,6 +10,7 @@ held-out training section tells the two apart, so :func:`ntf_utils.tl.fit` asks 
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
 
@@ -17,7 +18,8 @@ import numpy as np
 
 from .._constants import Key
 
-__all__ = ["applies", "blend_without_race", "heldout_sections", "phase_cost", "select_resolution"]
+__all__ = ["applies", "blend_without_race", "heldout_sections", "phase_cost", "select_resolution",
+           "with_kernel_blend"]
 
 MIN_SECTIONS = 3  # one interior section to hold out and at least two to interpolate it from
 MIN_CHECKS = 2  # validation checks before the race's first cut (one ranked the synthetic embryo's wrongly)
@@ -57,7 +59,17 @@ def blend_without_race(config, adata, time_key):
         return config
     if not smooth_base_applies(True, config, distributed_rank()[1]):
         return config
-    return config.replace(network={"smooth_blend": weight})
+    return with_kernel_blend(config.replace(network={"smooth_blend": weight}))
+
+
+def with_kernel_blend(config):
+    """``config`` with ``SelectionConfig.kernel_blend`` as the Gaussian-process smoother's weight
+    (``NetworkConfig.kernel_blend``), for a fit that blends in the grid smoother by default: after a race
+    whose winner's blend was chosen (even ``beta = 0``), or with two sections. ``config`` as given where
+    the caller set ``kernel_blend``."""
+    if config.network.kernel_blend > 0 or config.selection.kernel_blend <= 0:
+        return config
+    return config.replace(network={"kernel_blend": config.selection.kernel_blend})
 
 
 def heldout_sections(adata, spatial_key: str) -> list[str]:
@@ -181,17 +193,19 @@ def select_resolution(adata, config, start_fit, *, validation, checkpoint_dir, f
 
 
 def choose_blend(config, run) -> dict:
-    """The weight of a closed-form smoother in the race winner's prediction, by its held-out loss.
+    """The weights of the smoothers in the race winner's prediction, by its held-out loss.
 
     A smoother (:class:`~ntf_utils.model._smooth_base.SmoothBase`) is solved on the cells the winner
     trained on, and the winner's held-out loss (at its best weights) is computed with each weight of
-    ``config.selection.blends``. Returns ``{"smooth_blend": weight, "blend_losses": {weight: loss}}``
-    (the chosen row of ``info["resolution_selection"]`` carries them; the seconds go to its phase),
-    or ``{}`` where no blend is chosen (``NetworkConfig.smooth_blend`` set by the caller, no positive
-    weight to try, a count loss, a streamed or distributed fit). A winner with section effects gets a
-    smoother solved on its effect-free targets (``model._pipeline.effect_free_targets``), as its refit will.
+    ``config.selection.blends`` (and, with ``config.selection.kernel_blends``, each pair of it and a
+    Gaussian-process weight). Returns ``{"smooth_blend": weight, "blend_losses": {weight: loss}}``
+    (with kernel weights also ``"kernel_blend"``, and the losses keyed ``"beta,gamma"``; the chosen
+    row of ``info["resolution_selection"]`` carries them; the seconds go to its phase), or ``{}``
+    where no blend is chosen (``NetworkConfig.smooth_blend`` set by the caller, no positive weight to
+    try, a count loss, a streamed or distributed fit). A winner with section effects gets a smoother
+    solved on its effect-free targets (``model._pipeline.effect_free_targets``), as its refit will.
     """
-    from ..model._pipeline import distributed_rank, smooth_base_applies, solve_smooth_base
+    from ..model._pipeline import distributed_rank, section_extents, smooth_base_applies, solve_smooth_base
     from ..model._smooth_base import SmoothBase
     from ..model._train import evaluate_loss
 
@@ -200,18 +214,26 @@ def choose_blend(config, run) -> dict:
     if (config.network.smooth_blend > 0 or len(blends) < 2 or run.training.validation is None
             or not smooth_base_applies(run.source.in_memory, plan_config, distributed_rank()[1])):
         return {}
+    kernels = sorted({0.0, *config.selection.kernel_blends}) if config.selection.kernel_blends else [0.0]
     if run.training.best_weights is not None:
         network.load_state_dict(run.training.best_weights)
-    network.smooth_base = SmoothBase.for_field(plan_config, network.encoding.n_input_dims,
+    # the grids, and the Gaussian process when one is tried
+    solved = plan_config.replace(network={"smooth_blend": max(blends), "kernel_blend": max(kernels)})
+    network.smooth_base = SmoothBase.for_field(solved, network.encoding.n_input_dims,
                                                network.decoder.out_features).to(run.device)
-    solve_smooth_base(network.smooth_base, run.cells, plan_config, seed=0, network=network)
+    solve_smooth_base(network.smooth_base, run.cells, solved, seed=0, network=network,
+                      extents=section_extents(run.source, run.plan))
     losses = {}
-    for weight in blends:
-        network.smooth_blend = weight
-        losses[weight] = evaluate_loss(network, plan_config, run.training.validation, run.device)
-    network.smooth_base, network.smooth_blend = None, 0.0  # the run is dropped next; leave it as it was built
-    chosen = min(blends, key=lambda w: losses[w])
-    return {"smooth_blend": chosen, "blend_losses": {str(w): float(v) for w, v in losses.items()}}
+    for beta, gamma in itertools.product(blends, kernels):
+        network.smooth_blend, network.kernel_blend = beta, gamma
+        losses[beta, gamma] = evaluate_loss(network, plan_config, run.training.validation, run.device)
+    # the run is dropped next; leave it as it was built
+    network.smooth_base, network.smooth_blend, network.kernel_blend = None, 0.0, 0.0
+    beta, gamma = min(losses, key=losses.get)
+    if len(kernels) == 1:
+        return {"smooth_blend": beta, "blend_losses": {str(b): float(v) for (b, _), v in losses.items()}}
+    return {"smooth_blend": beta, "kernel_blend": gamma,
+            "blend_losses": {f"{b},{g}": float(v) for (b, g), v in losses.items()}}
 
 
 def _rung_step(run, fraction: float, rung: int) -> int:
@@ -246,8 +268,11 @@ def _settings(config, row) -> dict:
 
 
 def _chosen(config, table):
-    """``config`` with the settings of the table's chosen candidate."""
-    return _with_settings(config, next(row for row in table if row["chosen"]))
+    """``config`` with the settings of the table's chosen candidate (and, where its blend was chosen,
+    the Gaussian-process smoother: :func:`with_kernel_blend`)."""
+    row = next(row for row in table if row["chosen"])
+    chosen = _with_settings(config, row)
+    return with_kernel_blend(chosen) if "smooth_blend" in row and "kernel_blend" not in row else chosen
 
 
 def _with_settings(config, settings):
@@ -264,4 +289,6 @@ def _with_settings(config, settings):
         training["section_sparsity"] = settings["section_sparsity"]
     if "smooth_blend" in settings:  # the chosen row, since blends are chosen
         network["smooth_blend"] = settings["smooth_blend"]
+    if "kernel_blend" in settings:  # ... and where the race chose the Gaussian process's weight too
+        network["kernel_blend"] = settings["kernel_blend"]
     return config.replace(encoding=encoding, training=training, network=network)
