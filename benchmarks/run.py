@@ -302,7 +302,8 @@ def run_split(dataset, fraction, train, test, truth_layer, cfg, hyper_cache, tta
     rows[[r["method"] for r in rows].index("ntf")]["hyper"] = json.dumps(
         {"n_levels": ntf_hyper.n_levels, "finest_resolution": round(ntf_hyper.finest_resolution, 2),
          "steps_run": fitted["ntf"].info.get("steps_run"), "best_step": fitted["ntf"].info.get("best_step"),
-         "smooth_blend": fitted["ntf"].config.network.smooth_blend})
+         "smooth_blend": fitted["ntf"].config.network.smooth_blend,
+         "kernel_blend": fitted["ntf"].config.network.kernel_blend})
     df = ntf.tl.evaluate_sections(preds, test, layer="lognorm", truth_layer=truth_layer)
     summary = ntf.tl.summarize_evaluation(df).set_index("method")
     for r in rows:
