@@ -67,6 +67,26 @@ def _require_ints(part, names, minimum: int = 1) -> None:
             raise ValueError(f"{type(part).__name__}.{name} must be {what}, got {value!r}")
 
 
+def _is_weight(value) -> bool:
+    return not isinstance(value, bool) and isinstance(value, numbers.Real) and 0 <= value < 1
+
+
+def _require_weight(part, name) -> None:
+    """``part.name`` must be a weight in [0, 1); stored as a float."""
+    value = getattr(part, name)
+    if not _is_weight(value):
+        raise ValueError(f"{type(part).__name__}.{name} must be a weight in [0, 1), got {value!r}")
+    setattr(part, name, float(value))
+
+
+def _require_weights(part, name) -> None:
+    """``part.name`` must be a list of weights in [0, 1); stored as floats."""
+    value = getattr(part, name)
+    if not isinstance(value, (list, tuple)) or not all(_is_weight(v) for v in value):
+        raise ValueError(f"{type(part).__name__}.{name} must be a list of weights in [0, 1), got {value!r}")
+    setattr(part, name, [float(v) for v in value])
+
+
 def _require_bool(part, name) -> None:
     value = getattr(part, name)
     if value not in (True, False):
@@ -419,24 +439,10 @@ class SelectionConfig(_Part):
                 or list(rungs) != sorted(set(rungs))):
             raise ValueError(f"SelectionConfig.rungs must be increasing fractions in (0, 1], got {rungs!r}")
         self.rungs = [float(r) for r in rungs]
-        blends = self.blends
-        if not isinstance(blends, (list, tuple)) or any(isinstance(b, bool) or not isinstance(b, numbers.Real)
-                                                         or not 0 <= b < 1 for b in blends):
-            raise ValueError(f"SelectionConfig.blends must be a list of weights in [0, 1), got {blends!r}")
-        self.blends = [float(b) for b in blends]
-        kernels = self.kernel_blends
-        if not isinstance(kernels, (list, tuple)) or any(isinstance(b, bool) or not isinstance(b, numbers.Real)
-                                                          or not 0 <= b < 1 for b in kernels):
-            raise ValueError(f"SelectionConfig.kernel_blends must be a list of weights in [0, 1), got {kernels!r}")
-        self.kernel_blends = [float(b) for b in kernels]
-        weight = self.blend_without_race
-        if isinstance(weight, bool) or not isinstance(weight, numbers.Real) or not 0 <= weight < 1:
-            raise ValueError(f"SelectionConfig.blend_without_race must be a weight in [0, 1), got {weight!r}")
-        self.blend_without_race = float(weight)
-        weight = self.kernel_blend
-        if isinstance(weight, bool) or not isinstance(weight, numbers.Real) or not 0 <= weight < 1:
-            raise ValueError(f"SelectionConfig.kernel_blend must be a weight in [0, 1), got {weight!r}")
-        self.kernel_blend = float(weight)
+        for name in ("blends", "kernel_blends"):
+            _require_weights(self, name)
+        for name in ("blend_without_race", "kernel_blend"):
+            _require_weight(self, name)
         candidates = self.candidates
         if not candidates or any(not 2 <= len(c) <= 6 or not c[0] > 0 or not all(v >= 0 for v in c[1:])
                                  or any(v != int(v) for v in c[3:5]) for c in candidates):

@@ -188,10 +188,11 @@ def smooth_base_applies(in_memory: bool, config: NTFConfig, world: int, warn: bo
     return why is None
 
 
-def solve_smooth_base(base, cells, config: NTFConfig, seed: int, network=None, extents=None) -> dict:
+def solve_smooth_base(base, cells, config: NTFConfig, seed: int, network=None, source=None, plan=None) -> dict:
     """Solve ``base`` (:class:`~._smooth_base.SmoothBase`) on the training cells; its summary for ``field.info``.
 
-    ``extents`` (:func:`section_extents`) tell a Gaussian-process part where the sections lie.
+    With a Gaussian-process part, the fit's ``source`` and ``plan`` tell it where the sections lie
+    (:func:`section_extents`).
 
     With a trained ``network`` that has section effects, the smoother is solved on the targets with
     each cell's section effect taken out (:func:`effect_free_targets`), so that it smooths the
@@ -204,6 +205,7 @@ def solve_smooth_base(base, cells, config: NTFConfig, seed: int, network=None, e
     if cells.mask is not None:  # unmeasured entries count as the gene's mean
         targets = targets * cells.mask.detach().cpu().numpy()
     net = config.network
+    extents = section_extents(source, plan) if base.kernel is not None and source is not None else None
     summary = base.solve(cells.u.detach().cpu().numpy(), targets, penalty=net.smooth_base_penalty,
                          decay=net.smooth_base_decay, seed=seed, extents=extents)
     return {**summary, "blend": float(net.smooth_blend), "kernel_blend": float(net.kernel_blend),
@@ -366,7 +368,7 @@ class FitRun:
             self.deferred_base, self.network.smooth_base = self.network.smooth_base, None
         elif self.network.smooth_base is not None:
             self.smooth_base = solve_smooth_base(self.network.smooth_base, self.cells, config, seed,
-                                                 extents=section_extents(source, self.plan))
+                                                 source=source, plan=self.plan)
         try:
             self.training = Training(self.network, config, self.cells, validation=val_cells, seed=seed,
                                      device=self.device, checkpoint_dir=ckpt_dir, fingerprint=fingerprint,
@@ -413,8 +415,8 @@ class FitRun:
             if self.deferred_base is not None:
                 self.network.smooth_base = self.deferred_base
                 self.smooth_base = solve_smooth_base(self.network.smooth_base, self.cells, self.plan.config,
-                                                     self.seed, network=self.network,
-                                                     extents=section_extents(self.source, self.plan))
+                                                     self.seed, network=self.network, source=self.source,
+                                                     plan=self.plan)
         finally:
             self._close_cells()
         network, plan = self.network, self.plan

@@ -205,7 +205,7 @@ def choose_blend(config, run) -> dict:
     try, a count loss, a streamed or distributed fit). A winner with section effects gets a smoother
     solved on its effect-free targets (``model._pipeline.effect_free_targets``), as its refit will.
     """
-    from ..model._pipeline import distributed_rank, section_extents, smooth_base_applies, solve_smooth_base
+    from ..model._pipeline import distributed_rank, smooth_base_applies, solve_smooth_base
     from ..model._smooth_base import SmoothBase
     from ..model._train import evaluate_loss
 
@@ -221,8 +221,8 @@ def choose_blend(config, run) -> dict:
     solved = plan_config.replace(network={"smooth_blend": max(blends), "kernel_blend": max(kernels)})
     network.smooth_base = SmoothBase.for_field(solved, network.encoding.n_input_dims,
                                                network.decoder.out_features).to(run.device)
-    solve_smooth_base(network.smooth_base, run.cells, solved, seed=0, network=network,
-                      extents=section_extents(run.source, run.plan))
+    solve_smooth_base(network.smooth_base, run.cells, solved, seed=0, network=network, source=run.source,
+                      plan=run.plan)
     losses = {}
     for beta, gamma in itertools.product(blends, kernels):
         network.smooth_blend, network.kernel_blend = beta, gamma
