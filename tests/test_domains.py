@@ -109,12 +109,38 @@ def test_leiden_works_where_scanpy_switches_to_approximate_neighbours():
     assert np.bincount(labels).tolist() == [n // 2] * 2
 
 
+class _ExactNNDescent:
+    """Stands in for ``pynndescent.PyNNDescentTransformer``: the same constructor and the same output type
+    (a scipy ``csr_array`` of distances), from exact neighbours, without numba's ~100 s compilation."""
+
+    def __init__(self, n_neighbors=30, metric="euclidean", random_state=None, n_jobs=None):
+        import inspect
+
+        import pynndescent
+
+        # the arguments the wrapper passes must be ones pynndescent takes
+        accepted = inspect.signature(pynndescent.PyNNDescentTransformer.__init__).parameters
+        assert {"n_neighbors", "metric", "random_state", "n_jobs"} <= set(accepted)
+        self.n_neighbors = n_neighbors
+
+    def fit_transform(self, x):
+        from scipy import sparse
+        from sklearn.neighbors import NearestNeighbors
+
+        # pynndescent's transformer counts the point itself among its n_neighbors
+        graph = NearestNeighbors(n_neighbors=self.n_neighbors - 1).fit(x).kneighbors_graph(mode="distance")
+        return sparse.csr_array(graph)
+
+
 def test_leiden_works_on_approximate_neighbours(monkeypatch):
     # beyond EXACT_KNN_BELOW pynndescent's csr_array is handed over as a csr_matrix: scanpy's approximate
     # path failed with scipy's sparse arrays ('getnnz'); two well separated blobs come back as two domains
+    import pynndescent
+
     from ntf_utils.tl import _domains
 
     monkeypatch.setattr(_domains, "SCANPY_EXACT_BELOW", 500)
     monkeypatch.setattr(_domains, "EXACT_KNN_BELOW", 500)
+    monkeypatch.setattr(pynndescent, "PyNNDescentTransformer", _ExactNNDescent)
     labels = _domains._cluster(_two_blobs(2000), "leiden", None, 0.2, 15, 0)
     assert np.bincount(labels).tolist() == [1000] * 2

