@@ -255,6 +255,30 @@ def test_a_fit_blends_it_in_next_to_the_grid_smoother(small, tmp_path):
     np.testing.assert_array_equal(NTFField.load(tmp_path / "kernel").predict(coords), field.predict(coords))
 
 
+def test_the_race_scores_every_weight_pair_as_the_field_would_predict_with_it(small):
+    # the race evaluates the network and the smoothers once and combines them per pair: the losses must be
+    # those of the field's own forward pass with each pair set, section effects included
+    from ntf_utils.model._train import InMemoryCells, evaluate_blend_losses, evaluate_loss
+
+    config = NTFConfig(network={"smooth_blend": 0.5, "kernel_blend": 0.25, "section_effects": True},
+                       selection={"enabled": False}, **QUICK)
+    field = tl.fit(small, layer="lognorm", config=config, progress=False)
+    network = field.network
+    assert network.smooth_base.grids and network.smooth_base.kernel is not None
+    generator = torch.Generator().manual_seed(0)
+    n = 300
+    cells = InMemoryCells(u=torch.rand(n, 3, generator=generator), target=torch.randn(n, small.n_vars, generator=generator),
+                          section=torch.randint(-1, small.obs["section"].nunique(), (n,), generator=generator))
+    assert network.section_effects.n_sections > 0 and (cells.section >= 0).any() and (cells.section < 0).any()
+    pairs = [(beta, gamma) for beta in (0.0, 0.25, 0.75) for gamma in (0.0, 0.5)]
+    fast = evaluate_blend_losses(network, field.config, cells, torch.device("cpu"), pairs, batch_size=128)
+    for beta, gamma in pairs:
+        network.smooth_blend, network.kernel_blend = beta, gamma
+        one = evaluate_loss(network, field.config, cells, torch.device("cpu"), batch_size=128)
+        assert fast[beta, gamma] == pytest.approx(one, rel=1e-5), (beta, gamma)
+    assert len({round(v, 6) for v in fast.values()}) == len(pairs)  # the weights do change the loss
+
+
 def test_by_default_the_race_chooses_both_weights_by_heldout_loss(small):
     field = tl.fit(small, layer="lognorm", config=NTFConfig(**QUICK), progress=False)
     chosen = next(row for row in field.info["resolution_selection"] if row["chosen"])

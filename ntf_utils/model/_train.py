@@ -17,7 +17,7 @@ from ._losses import mse_loss, nb_loss, poisson_loss
 from ._network import FieldNetwork
 from ._poses import level_weights
 
-__all__ = ["InMemoryCells", "TrainState", "Training", "loss_fn", "make_optimizer", "lr_at", "evaluate_loss", "TrainingCells", "train", "standardise"]
+__all__ = ["InMemoryCells", "TrainState", "Training", "loss_fn", "make_optimizer", "lr_at", "evaluate_loss", "evaluate_blend_losses", "TrainingCells", "train", "standardise"]
 
 
 @dataclass
@@ -127,6 +127,24 @@ def evaluate_loss(network, config, cells: InMemoryCells, device, batch_size: int
         count += len(index)
     network.train()
     return total / max(count, 1)
+
+
+@torch.no_grad()
+def evaluate_blend_losses(network, config, cells: InMemoryCells, device, weights, batch_size: int = 65536) -> dict:
+    """Mean loss over all cells of every ``(smooth_blend, kernel_blend)`` pair in ``weights``, as
+    :func:`evaluate_loss` with the network's weights set to each pair, but with the network and the
+    smoothers evaluated once per batch (:meth:`~._network.FieldNetwork.blend_parts`)."""
+    network.eval()
+    totals, count = dict.fromkeys(weights, 0.0), 0
+    for start in range(0, len(cells), batch_size):
+        index = torch.arange(start, min(start + batch_size, len(cells)))
+        u, target, log_size, mask, section = cells.batch(index, device)
+        parts = network.blend_parts(u, section)
+        for pair in weights:
+            totals[pair] += float(loss_fn(config, network, parts.output(*pair), target, log_size, mask)) * len(index)
+        count += len(index)
+    network.train()
+    return {pair: total / max(count, 1) for pair, total in totals.items()}
 
 
 class TrainingCells(Protocol):

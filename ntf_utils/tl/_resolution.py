@@ -207,7 +207,7 @@ def choose_blend(config, run) -> dict:
     """
     from ..model._pipeline import distributed_rank, smooth_base_applies, solve_smooth_base
     from ..model._smooth_base import SmoothBase
-    from ..model._train import evaluate_loss
+    from ..model._train import evaluate_blend_losses
 
     plan_config, network = run.plan.config, run.network
     blends = sorted({0.0, *config.selection.blends})
@@ -223,10 +223,8 @@ def choose_blend(config, run) -> dict:
                                                network.decoder.out_features).to(run.device)
     solve_smooth_base(network.smooth_base, run.cells, solved, seed=0, network=network, source=run.source,
                       plan=run.plan)
-    losses = {}
-    for beta, gamma in itertools.product(blends, kernels):
-        network.smooth_blend, network.kernel_blend = beta, gamma
-        losses[beta, gamma] = evaluate_loss(network, plan_config, run.training.validation, run.device)
+    losses = evaluate_blend_losses(network, plan_config, run.training.validation, run.device,
+                                   list(itertools.product(blends, kernels)))
     # the run is dropped next; leave it as it was built
     network.smooth_base, network.smooth_blend, network.kernel_blend = None, 0.0, 0.0
     beta, gamma = min(losses, key=losses.get)
