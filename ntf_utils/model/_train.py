@@ -114,37 +114,38 @@ def lr_at(step: int, config: NTFConfig) -> float:
     return lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
 
 
-@torch.no_grad()
 def evaluate_loss(network, config, cells: InMemoryCells, device, batch_size: int = 65536) -> float:
     """Mean loss over all cells, without jitter."""
-    network.eval()
-    total, count = 0.0, 0
-    for start in range(0, len(cells), batch_size):
-        index = torch.arange(start, min(start + batch_size, len(cells)))
-        u, target, log_size, mask, section = cells.batch(index, device)
-        out = network(u, section=section)
-        total += float(loss_fn(config, network, out, target, log_size, mask)) * len(index)
-        count += len(index)
-    network.train()
-    return total / max(count, 1)
+    return _mean_losses(network, config, cells, device, batch_size, [None],
+                        lambda u, section: {None: network(u, section=section)})[None]
 
 
-@torch.no_grad()
 def evaluate_blend_losses(network, config, cells: InMemoryCells, device, weights, batch_size: int = 65536) -> dict:
     """Mean loss over all cells of every ``(smooth_blend, kernel_blend)`` pair in ``weights``, as
     :func:`evaluate_loss` with the network's weights set to each pair, but with the network and the
     smoothers evaluated once per batch (:meth:`~._network.FieldNetwork.blend_parts`)."""
+
+    def outputs(u, section):
+        parts = network.blend_parts(u, section)
+        return {pair: parts.output(*pair) for pair in weights}
+
+    return _mean_losses(network, config, cells, device, batch_size, weights, outputs)
+
+
+@torch.no_grad()
+def _mean_losses(network, config, cells: InMemoryCells, device, batch_size: int, keys, outputs) -> dict:
+    """``{key: mean loss over all cells}`` of the predictions ``outputs(u, section)`` returns per batch as
+    ``{key: prediction}``, with the network in eval mode (restored to training mode after)."""
     network.eval()
-    totals, count = dict.fromkeys(weights, 0.0), 0
+    totals, count = dict.fromkeys(keys, 0.0), 0
     for start in range(0, len(cells), batch_size):
         index = torch.arange(start, min(start + batch_size, len(cells)))
         u, target, log_size, mask, section = cells.batch(index, device)
-        parts = network.blend_parts(u, section)
-        for pair in weights:
-            totals[pair] += float(loss_fn(config, network, parts.output(*pair), target, log_size, mask)) * len(index)
+        for key, out in outputs(u, section).items():
+            totals[key] += float(loss_fn(config, network, out, target, log_size, mask)) * len(index)
         count += len(index)
     network.train()
-    return {pair: total / max(count, 1) for pair, total in totals.items()}
+    return {key: total / max(count, 1) for key, total in totals.items()}
 
 
 class TrainingCells(Protocol):
