@@ -15,6 +15,9 @@ size, MSE loss and fused Adam, and reports training cells per second (= batch * 
   ``tl.fit`` does except validation);
 * ``ntf field (torch.compile)``: the same with the forward pass compiled by ``torch.compile``
   (inductor, C++ codegen on CPU); skipped with the reason when compilation fails;
+* ``ntf field (eager, no C loops)``: the same field with the hash grid's per-corner work done by its
+  PyTorch expressions instead of the C loops of ``ntf_utils/model/_native.py`` (what a machine without
+  a C compiler runs; bitwise the same numbers), on CPU when the C loops are in use;
 * ``plain mlp``: the same trunk and decoder without the encoding (3 coordinates -> 2 x 64 ->
   32 -> 200), trained by a minimal loop on the same batches: the cost of the network alone;
 * ``proto: compiled indexing`` (with ``--prototypes``): a proposed change to the torch hash-grid
@@ -55,10 +58,12 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks import inr_baselines as ib  # noqa: E402
+from ntf_utils.model import _native  # noqa: E402
 from ntf_utils.model import _train as train_mod  # noqa: E402
 from ntf_utils.model._config import NTFConfig  # noqa: E402
 from ntf_utils.model._network import FieldNetwork  # noqa: E402
 
+NO_C_LOOPS = "ntf field (eager, no C loops)"
 TARGET_CELLS_PER_S = 150_000
 
 
@@ -413,6 +418,9 @@ def main(argv=None) -> list[dict]:
 
     print(f"{'method':<34} {'wall throughput':>18}  {'step':>11}  {'CPU throughput':>18}  {'parameters':>10}")
     add("ntf field (eager)", lambda: bench_field(cells, n_genes, batch, steps, warmup, device=device))
+    if device.type == "cpu" and _native.usable():
+        with _native.disabled():  # the fallback where no C compiler is found: same numbers, PyTorch expressions
+            add(NO_C_LOOPS, lambda: bench_field(cells, n_genes, batch, steps, warmup, device=device))
     if not args.no_compile and not args.quick:
         add("ntf field (torch.compile)", lambda: bench_field(cells, n_genes, batch, steps, warmup, compiled=True,
                                                              device=device))
@@ -452,6 +460,10 @@ def main(argv=None) -> list[dict]:
                 r = by[other]
                 print(f"{same['name']} / {other}: {same['cells_per_s'] / r['cells_per_s']:.2f}x wall, "
                       f"{same['cells_per_cpu_s'] / r['cells_per_cpu_s']:.2f}x CPU (batch {batch})")
+        if NO_C_LOOPS in by and "ntf field (eager)" in by:
+            e, t = by["ntf field (eager)"], by[NO_C_LOOPS]
+            print(f"C loops / PyTorch expressions: {e['cells_per_s'] / t['cells_per_s']:.2f}x wall, "
+                  f"{e['cells_per_cpu_s'] / t['cells_per_cpu_s']:.2f}x CPU (batch {batch})")
         if "ntf field (torch.compile)" in by and "ntf field (eager)" in by:
             c, e = by["ntf field (torch.compile)"], by["ntf field (eager)"]
             print(f"torch.compile / eager: {c['cells_per_s'] / e['cells_per_s']:.2f}x "

@@ -1,9 +1,12 @@
 """The PyTorch hash grid against an independent NumPy reference of tiny-cuda-nn's definition."""
 
+import contextlib
+
 import numpy as np
 import pytest
 import torch
 
+from ntf_utils.model import _native
 from ntf_utils.model._hashgrid import HashGridEncoding
 from ntf_utils.model._reference import corner_index, encode_reference, level_resolution, level_scale
 
@@ -27,8 +30,11 @@ def _grid(cfg, seed=0):
     return enc
 
 
+@pytest.mark.parametrize("native", [True, False], ids=["C-loops", "torch-expressions"])
 @pytest.mark.parametrize("cfg", CONFIGS)
-def test_torch_backend_matches_numpy_reference(cfg):
+def test_torch_backend_matches_numpy_reference(cfg, native):
+    if native and not _native.usable():
+        pytest.skip(f"the C loops are not in use here: {_native.native_status()}")
     enc = _grid(cfg)
     rng = np.random.default_rng(1)
     x = rng.random((40, cfg["n_input_dims"])).astype(np.float32)
@@ -36,7 +42,8 @@ def test_torch_backend_matches_numpy_reference(cfg):
     x[1] = 1.0
     ref_kwargs = {k: v for k, v in cfg.items() if k != "n_input_dims"}
     ref = encode_reference(x, enc.params.detach().numpy().astype(np.float64), **ref_kwargs)
-    out = enc(torch.from_numpy(x)).detach().numpy()
+    with contextlib.nullcontext() if native else _native.disabled():
+        out = enc(torch.from_numpy(x)).detach().numpy()
     assert out.shape == (40, cfg["n_levels"] * cfg["n_features_per_level"])
     np.testing.assert_allclose(out, ref, atol=2e-5, rtol=1e-5)
 
@@ -172,3 +179,60 @@ def test_gradient_buffer_is_never_reused_when_torch_cannot_count_references(monk
         enc(torch.rand(32, 3)).sum().backward()
         storages.append(enc.params.grad.untyped_storage().data_ptr())  # no reference kept
     assert storages[0] != storages[1]
+
+
+def _encode_and_backpropagate(enc, x, upstream):
+    """Rows, weights, encoding and table gradient of one forward and backward pass."""
+    rows, weights = enc.corner_rows_and_weights(x)
+    enc.params.grad = None
+    out = enc(x)
+    (out * upstream).sum().backward()
+    return rows, weights, out.detach(), enc.params.grad.clone()
+
+
+@pytest.mark.parametrize("cfg", CONFIGS, ids=["mixed", "4d-F3", "2d-F1", "ngp"])
+def test_c_loops_give_the_torch_expressions_bit_for_bit(cfg):
+    """The C loops are a faster way to the same numbers: rows, weights, encoding and table gradient are
+    bitwise those of the PyTorch expressions, also at the cube's faces and outside it (a pose can move
+    a point out) and for a batch where many points share table rows."""
+    if not _native.usable():
+        pytest.skip(f"the C loops are not in use here: {_native.native_status()}")
+    enc = _grid(cfg)
+    torch.manual_seed(3)
+    dims = cfg["n_input_dims"]
+    x = torch.cat([torch.rand(3000, dims), torch.zeros(1, dims), torch.ones(1, dims),
+                   torch.rand(50, dims) * 1.4 - 0.2, torch.rand(1, dims).repeat(40, 1)])
+    upstream = torch.randn(len(x), enc.n_output_dims)
+    with _native.disabled():
+        expected = _encode_and_backpropagate(enc, x, upstream)
+    got = _encode_and_backpropagate(enc, x, upstream)
+    for name, a, b in zip(["rows", "weights", "encoding", "table gradient"], got, expected):
+        assert torch.equal(a, b), f"{name} differ between the C loops and the PyTorch expressions"
+
+
+def test_without_a_compiler_the_grid_falls_back_to_the_torch_expressions(monkeypatch, tmp_path):
+    """No C compiler: the build fails, the status says why, and the encoding is the same function."""
+    enc = _grid(CONFIGS[0])
+    x = torch.rand(100, 3)
+    with _native.disabled():
+        expected = enc(x)
+    monkeypatch.setattr(_native, "_library", None)
+    monkeypatch.setattr(_native, "_status", "not built yet")
+    monkeypatch.setenv("NTF_NATIVE_CACHE", str(tmp_path))
+    monkeypatch.setenv("CC", str(tmp_path / "no-such-compiler"))
+    assert "not built" in _native.native_status() and "no-such-compiler" in _native.native_status()
+    assert not _native.usable(floats=(x,))
+    assert not list(tmp_path.glob("*.so"))
+    torch.testing.assert_close(enc(x), expected, rtol=0, atol=0)
+
+
+def test_the_c_loops_are_built_once_into_the_cache(monkeypatch, tmp_path):
+    """A fresh cache gets one library named by the source's hash; a second load reuses it."""
+    if not _native.usable():
+        pytest.skip(f"the C loops are not in use here: {_native.native_status()}")
+    monkeypatch.setenv("NTF_NATIVE_CACHE", str(tmp_path))
+    first = _native._build()
+    assert first.parent == tmp_path and first.name.startswith("ntf_hashgrid_")
+    stamp = first.stat().st_mtime_ns
+    assert _native._build() == first and first.stat().st_mtime_ns == stamp
+    assert [p.name for p in tmp_path.iterdir()] == [first.name]  # no partial file left behind

@@ -18,6 +18,7 @@ from ._config import (
 from ._coords import CoordinateTransform, Sampling, measure_sampling
 from ._field import NTFField
 from ._hashgrid import HashGridEncoding, tcnn_available
+from ._native import native_status
 from ._network import FieldNetwork
 from ._pipeline import FitPlan, fit_field, plan_fit, resolve_device
 from ._poses import SectionPoses, apply_poses
@@ -50,6 +51,7 @@ __all__ = [
     "compile_available",
     "fit_field",
     "measure_sampling",
+    "native_status",
     "plan_fit",
     "resolve_config",
     "resolve_device",

@@ -3,7 +3,8 @@
 Two backends share one parameter layout (tcnn's flat vector: level-major, then table row, then
 feature), so a field trained with one evaluates identically with the other:
 
-* ``"torch"``: pure PyTorch, CPU and CUDA, the default and the tested reference path;
+* ``"torch"``: PyTorch, CPU and CUDA, the default and the tested reference path; on the CPU its
+  per-corner work runs as C loops compiled on first use (:mod:`._native`), bitwise the same numbers;
 * ``"tcnn"``: ``tinycudann.Encoding`` when it imports and the parameters live on a CUDA device.
 
 See :mod:`ntf_utils.model._reference` for the definition written out point by point.
@@ -13,8 +14,10 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+import torch.autograd.forward_ad as fwAD
 from torch import nn
 
+from . import _native
 from ._reference import PRIMES, level_resolution, level_scale, level_table_size
 
 __all__ = ["tcnn_available", "HashGridEncoding"]
@@ -168,6 +171,10 @@ class HashGridEncoding(nn.Module):
             ``(n, L, 2**D)`` float32 interpolation weights (they sum to 1 over corners).
         """
         x = x.to(torch.float32)
+        if _native.usable(floats=(x,)) and not x.requires_grad and fwAD.unpack_dual(x).tangent is None:
+            # the same numbers from one C loop; the expressions below where the weights need gradients
+            return _native.corners(x, self._scales, self._sizes, self._offsets, self._strides, self._primes,
+                                   self._n_dense)
         pos = x[:, None, :] * self._scales[None, :, None] + 0.5  # (n, L, D), tcnn's half-cell offset
         cell = torch.floor(pos)
         frac = pos - cell
@@ -231,6 +238,9 @@ def _gather(table: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
 
 def _scatter_add(target: torch.Tensor, rows: torch.Tensor, weights: torch.Tensor, grad_out: torch.Tensor) -> None:
     """``target[rows[..., c]] += weights[..., c] * grad_out`` in place (the table gradient)."""
+    if target.is_contiguous() and _native.usable(floats=(target, weights, grad_out), ints=(rows,)):
+        _native.scatter_add(target, rows.contiguous(), weights.contiguous(), grad_out)
+        return
     index = rows.reshape(-1).long()  # index_add_ has a fast path for int64 indices only
     if _pairs_as_complex(target) and grad_out.dtype == torch.float32:
         contrib = weights.to(torch.complex64) * torch.view_as_complex(grad_out.contiguous())[:, :, None]
@@ -299,10 +309,12 @@ class _InterpolateTable(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, table, rows, weights, grad_buffer=None):
-        corner_feats = _gather(table, rows)  # (n, L, C, F)
         ctx.save_for_backward(table, rows, weights)
         ctx.save_for_forward(table, rows, weights)
         ctx.grad_buffer = grad_buffer
+        if table.is_contiguous() and _native.usable(floats=(table, weights), ints=(rows,)):
+            return _native.interpolate(table, rows.contiguous(), weights.contiguous())
+        corner_feats = _gather(table, rows)  # (n, L, C, F)
         return torch.einsum("nlc,nlcf->nlf", weights.to(table.dtype), corner_feats)
 
     @staticmethod
