@@ -9,7 +9,12 @@ import torch
 
 from ntf_utils import NTFConfig, NTFField, pp, tl
 from ntf_utils.datasets import synthetic_embryo
-from ntf_utils.model._kernel_smoother import KernelSmoother
+from ntf_utils.model._kernel_smoother import (
+    KernelSmoother,
+    fit_hyperparameters,
+    negative_log_marginal_likelihood,
+    squared_differences,
+)
 from ntf_utils.model._smooth_base import SmoothBase, base_resolutions
 from ntf_utils.tl._domains import latent_embedding
 from ntf_utils.tl._resolution import blend_without_race
@@ -191,6 +196,38 @@ def test_the_posterior_mean_is_scikit_learns_with_the_fitted_kernel():
     want = reference.predict(new) * std + mean
     got = smoother(torch.from_numpy(new).float()).numpy()
     np.testing.assert_allclose(got, want, atol=2e-4 * np.abs(want).max())
+
+
+def _scikit_learn_gp(u, y, optimizer="fmin_l_bfgs_b"):
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.gaussian_process import GaussianProcessRegressor
+    from sklearn.gaussian_process.kernels import RBF, WhiteKernel
+    from sklearn.gaussian_process.kernels import ConstantKernel as Constant
+
+    kernel = Constant(1.0, (1e-3, 1e3)) * RBF(np.full(u.shape[1], 0.3), (1e-3, 1e2)) + WhiteKernel(0.1, (1e-5, 1e1))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        return GaussianProcessRegressor(kernel, optimizer=optimizer, random_state=0).fit(u, y)
+
+
+def test_the_marginal_likelihood_and_its_gradient_are_scikit_learns():
+    """The search's objective is scikit-learn's, computed with the columns summed first: the same
+    value and gradient at the start, at the optimum and far from both, and the same optimum."""
+    rng = np.random.default_rng(2)
+    u = rng.uniform(size=(200, 3))
+    y = np.column_stack([_smooth_scores(u), u[:, 0] * u[:, 1]]) + 0.2 * rng.normal(size=(200, 3))
+    y = (y - y.mean(0)) / y.std(0)
+    fitted = _scikit_learn_gp(u, y)
+    unfitted = _scikit_learn_gp(u, y, optimizer=None)
+    for theta in [unfitted.kernel_.theta, fitted.kernel_.theta, np.log([30.0, 0.01, 5.0, 0.2, 1e-4])]:
+        want, want_gradient = unfitted.log_marginal_likelihood(theta, eval_gradient=True)
+        got, gradient = negative_log_marginal_likelihood(theta, squared_differences(u), y)
+        assert -got == pytest.approx(want, rel=1e-10)
+        np.testing.assert_allclose(-gradient, want_gradient, rtol=1e-8, atol=1e-8 * np.abs(want_gradient).max())
+    amplitude, lengths, noise = fit_hyperparameters(u, y)
+    np.testing.assert_allclose(np.log([amplitude, *lengths, noise]), fitted.kernel_.theta, atol=1e-4)
 
 
 def test_it_smooths_noise_away_and_fills_a_gap_between_sections():
