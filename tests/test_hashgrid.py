@@ -236,3 +236,36 @@ def test_the_c_loops_are_built_once_into_the_cache(monkeypatch, tmp_path):
     stamp = first.stat().st_mtime_ns
     assert _native._build() == first and first.stat().st_mtime_ns == stamp
     assert [p.name for p in tmp_path.iterdir()] == [first.name]  # no partial file left behind
+
+
+def _encode_in_child(queue, cfg, x):
+    torch.set_num_threads(2)  # the C loops split the batch between threads
+    queue.put(_grid(cfg)(x).detach().numpy())  # numpy: a tensor would go through torch's shared memory
+
+
+def test_a_forked_child_encodes_with_its_own_threads():
+    """The C loops' thread pool does not survive a fork (the child has the object, not the threads):
+    a child forked after the parent used it must still encode, and get the parent's numbers."""
+    import multiprocessing
+
+    if not _native.usable() or "fork" not in multiprocessing.get_all_start_methods():
+        pytest.skip("needs the C loops and the fork start method")
+    x = torch.rand(20_000, 3)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        expected = _grid(CONFIGS[0])(x).detach()  # the parent's pool now exists
+    finally:
+        torch.set_num_threads(before)
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    child = context.Process(target=_encode_in_child, args=(queue, CONFIGS[0], x))
+    child.start()
+    try:
+        got = queue.get(timeout=60)  # a child stuck on the parent's dead pool would time out here
+        child.join(timeout=60)
+    finally:
+        if child.is_alive():
+            child.kill()
+    assert child.exitcode == 0
+    assert np.array_equal(got, expected.numpy())

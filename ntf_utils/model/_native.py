@@ -40,6 +40,7 @@ _library = None
 _status = "not built yet"
 _off = False  # inside disabled()
 _executor = None
+_executor_pid = None
 PARALLEL_MINIMUM = 2048  # points (corner updates, for the scatter) per thread below which one thread does it all
 _lock = threading.Lock()
 _int64, _int, _ptr = ctypes.c_int64, ctypes.c_int, ctypes.c_void_p
@@ -124,12 +125,16 @@ def _in_parallel(total: int, work, minimum: int = None) -> None:
 
 
 def _pool(threads: int):
-    """A thread pool with at least ``threads - 1`` workers (this thread takes the first part)."""
-    global _executor
-    if _executor is None or _executor._max_workers < threads - 1:
+    """A thread pool with at least ``threads - 1`` workers (this thread takes the first part).
+
+    A forked child gets its own: it inherits the parent's pool object but not its threads, and work
+    submitted to it would never run."""
+    global _executor, _executor_pid
+    if _executor is None or _executor_pid != os.getpid() or _executor._max_workers < threads - 1:
         from concurrent.futures import ThreadPoolExecutor
 
         _executor = ThreadPoolExecutor(max_workers=threads - 1, thread_name_prefix="ntf-hashgrid")
+        _executor_pid = os.getpid()
     return _executor
 
 
