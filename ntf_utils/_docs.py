@@ -26,7 +26,8 @@ seed
 validation
     Held-out data for early stopping: an AnnData (e.g. the test sections of
     :func:`ntf_utils.pp.split_sections`), ``None`` to hold out ``config.training.validation_fraction``
-    of the cells at random, or ``False`` to train for all ``steps``.
+    of the cells at random, or ``False`` to train for all ``steps``. The held-out loss is computed on
+    at most 50,000 cells (a seeded subsample of a larger AnnData; at most 50,000 held out at random).
 checkpoint_dir
     Directory for atomic checkpoints every ``config.training.checkpoint_every`` steps. If it already
     holds a checkpoint of this same run (same data, config and seed), the fit resumes from it; a

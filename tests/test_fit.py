@@ -292,3 +292,23 @@ def test_config_parts_round_trip_and_explain_bad_values():
         config.replace(steps=3)
     with pytest.raises(ValueError, match="newer"):
         NTFConfig.from_dict({"format": 99})
+
+
+def test_the_held_out_loss_reads_at_most_a_capped_number_of_cells(small, monkeypatch):
+    """Large held-out sets are subsampled (seeded, in their order) for the held-out loss, and at most
+    that many random cells are held out; small ones are used whole, as before."""
+    from ntf_utils.model import _sources
+    from ntf_utils.model._config import NTFConfig as Config
+
+    monkeypatch.setattr(_sources, "MAX_VALIDATION_CELLS", 50)
+    train, test = pp.split_sections(small, keep_fraction=0.5)
+    capped = _sources.capped_validation(test)
+    assert capped.n_obs == 50 and list(capped.obs_names) == [n for n in test.obs_names if n in set(capped.obs_names)]
+    assert _sources.capped_validation(test).obs_names.equals(capped.obs_names)  # the same cells every time
+    assert _sources.capped_validation(test[:50]).n_obs == 50 and _sources.capped_validation(False) is False
+    source = _sources.AnnDataSource(train, layer="lognorm", spatial_key="spatial_3d", time_key=None, loss="mse")
+    held = source.hold_out(Config(training={"validation_fraction": 0.5}), seed=0, validation=None)
+    assert len(held) == 50 and len(source._train_rows) == train.n_obs - 50
+    field = tl.fit(train, layer="lognorm", steps=30, validation=test, progress=False,
+                   config=Config(selection={"enabled": False}))
+    assert np.isfinite(field.info["best_validation_loss"])

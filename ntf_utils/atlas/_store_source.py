@@ -26,7 +26,7 @@ from .._anndata import log1p_rows, read_sections
 from .._constants import Key
 from ..model._coords import Sampling, measure_sampling
 from ..model._section_effects import section_codes
-from ..model._sources import CellSource, Survey, prepare_targets, read_validation, to_cells
+from ..model._sources import CellSource, Survey, capped_validation, prepare_targets, read_validation, to_cells
 from ._store import AtlasStore
 from ._streaming import StreamingCells, memory_bound
 
@@ -398,6 +398,7 @@ class StoreSource(CellSource):
         if validation is None or validation is False:
             return None
         store = self.store
+        validation = capped_validation(validation)
         coords, values = read_validation(validation, self.var_names, store.layer, store.spatial_key, store.time_key)
         # as AnnDataSource: cells of training sections with their effect, others at the reference level
         labels = None if store.section_key is None else read_sections(validation, store.section_key)

@@ -297,7 +297,8 @@ class TrainingConfig(_Part):
         are faded in, coarsest first, so the poses are found before fine levels fit each section
         where it lies (0: all levels from the start).
     validation_fraction
-        Cells held out for early stopping when no validation data is given (0 disables).
+        Cells held out for early stopping when no validation data is given (0 disables); at most
+        50,000 (``model._sources.MAX_VALIDATION_CELLS``), the rest train.
     average_from
         Polyak weight averaging (opt-in): from this fraction of the steps on, the weights at every
         validation check enter a running average, and the field keeps the average up to the best

@@ -83,10 +83,15 @@ def fit(
         field.info["total_steps"] = field.info["steps_run"]
         return field
 
+    sources = {}  # the race's candidates fit the same cells: one source (values, survey, statistics) serves them
+
     def start_fit(subset, candidate, held_out, description):
-        sub = AnnDataSource(subset, layer=layer, spatial_key=spatial_key, time_key=time_key,
-                            loss=candidate.training.loss)
-        return FitRun(sub, candidate, validation=held_out, checkpoint_dir=None, description=description, **common)
+        key = (id(subset), candidate.training.loss)
+        if key not in sources:
+            sources[key] = subset, AnnDataSource(subset, layer=layer, spatial_key=spatial_key, time_key=time_key,
+                                                 loss=candidate.training.loss)
+        return FitRun(sources[key][1], candidate, validation=held_out, checkpoint_dir=None, description=description,
+                      **common)
 
     fingerprint = None if checkpoint_dir is None else source.fingerprint(config, seed, validation, 1)
     chosen, table, phases, field = select_resolution(adata, config, start_fit, validation=validation,
