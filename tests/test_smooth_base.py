@@ -337,3 +337,25 @@ def test_it_is_off_where_the_caller_fixed_the_blend_or_turned_it_off(small):
         NTFConfig(selection={"kernel_blend": 1.0})
     with pytest.raises(ValueError, match="kernel_blend"):
         NTFConfig(network={"kernel_blend": -0.5})
+
+
+def test_a_large_fit_solves_on_the_subsample_taken_before_copying(monkeypatch):
+    """The pipeline takes the smoother's seeded subsample before it copies the targets (a 10^7-cell fit
+    copied 3 GB for a solve that reads 50,000 cells): the same rows, so the same smoother, as a solve
+    that subsamples by itself."""
+    from ntf_utils.model import _smooth_base
+    from ntf_utils.model._pipeline import solve_smooth_base
+    from ntf_utils.model._train import InMemoryCells
+
+    monkeypatch.setattr(_smooth_base, "MAX_SOLVE_CELLS", 300)
+    rng = np.random.default_rng(4)
+    u = rng.uniform(size=(900, 3))
+    targets = np.column_stack([_smooth_scores(u), u[:, 1]]) + 0.1 * rng.normal(size=(900, 3))
+    cells = InMemoryCells(torch.from_numpy(u).float(), torch.from_numpy(targets).float(), None, None, None)
+    config = NTFConfig(network={"latent_dim": 2, "smooth_blend": 0.5})
+    by_pipeline, by_itself = (SmoothBase(3, 3, 2, base_resolutions(8.0)) for _ in range(2))
+    summary = solve_smooth_base(by_pipeline, cells, config, seed=7)
+    by_itself.solve(cells.u.numpy(), cells.target.double().numpy(), penalty=1.0, decay=1.0, seed=7)
+    assert summary["cells"] == 300
+    for name, value in by_itself.state_dict().items():
+        assert torch.equal(by_pipeline.state_dict()[name], value), name

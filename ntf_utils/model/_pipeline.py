@@ -198,15 +198,22 @@ def solve_smooth_base(base, cells, config: NTFConfig, seed: int, network=None, s
     each cell's section effect taken out (:func:`effect_free_targets`), so that it smooths the
     effect-free tissue as the field predicts it, not the sections as measured.
     """
+    from ._smooth_base import solve_rows
+
     started = time.perf_counter()
-    targets = cells.target.detach().cpu().double().numpy()
+    rows = solve_rows(len(cells.u), seed)  # the solve's own subsample, taken before anything is copied
+
+    def solved(tensor):
+        return None if tensor is None else (tensor if rows is None else tensor[torch.from_numpy(rows)]).detach().cpu()
+
+    targets = solved(cells.target).double().numpy()
     if network is not None:
-        targets = effect_free_targets(targets, cells.section, network)
+        targets = effect_free_targets(targets, solved(cells.section), network)
     if cells.mask is not None:  # unmeasured entries count as the gene's mean
-        targets = targets * cells.mask.detach().cpu().numpy()
+        targets = targets * solved(cells.mask).numpy()
     net = config.network
     extents = section_extents(source, plan) if base.kernel is not None and source is not None else None
-    summary = base.solve(cells.u.detach().cpu().numpy(), targets, penalty=net.smooth_base_penalty,
+    summary = base.solve(solved(cells.u).numpy(), targets, penalty=net.smooth_base_penalty,
                          decay=net.smooth_base_decay, seed=seed, extents=extents)
     return {**summary, "blend": float(net.smooth_blend), "kernel_blend": float(net.kernel_blend),
             "seconds": round(time.perf_counter() - started, 3)}

@@ -32,10 +32,19 @@ from torch import nn
 
 from ._kernel_smoother import KernelSmoother
 
-__all__ = ["SmoothBase", "base_resolutions"]
+__all__ = ["SmoothBase", "base_resolutions", "solve_rows"]
 
 MAX_NODES = 20_000  # past this many touched nodes the finest levels are dropped (memory, solve time)
 MAX_SOLVE_CELLS = 50_000  # the solve uses a seeded subsample of larger data
+
+
+def solve_rows(n_cells: int, seed: int) -> np.ndarray | None:
+    """The rows :meth:`SmoothBase.solve` uses: a seeded, sorted subsample of :data:`MAX_SOLVE_CELLS` when
+    there are more cells (None: all of them). The pipeline takes them before it converts the targets, so
+    that a large fit does not copy every cell's targets for a solve that reads 50,000."""
+    if n_cells <= MAX_SOLVE_CELLS:
+        return None
+    return np.sort(np.random.default_rng(seed).choice(n_cells, MAX_SOLVE_CELLS, replace=False))
 
 
 def base_resolutions(finest: float) -> list[float]:
@@ -179,8 +188,8 @@ class SmoothBase(nn.Module):
         u, targets = np.asarray(u, dtype=np.float64), np.asarray(targets, dtype=np.float64)
         if self.kernel is not None:
             self._measure_sections(extents)
-        if len(u) > MAX_SOLVE_CELLS:
-            keep = np.sort(np.random.default_rng(seed).choice(len(u), MAX_SOLVE_CELLS, replace=False))
+        keep = solve_rows(len(u), seed)
+        if keep is not None:
             u, targets = u[keep], targets[keep]
         eigenvalues, vectors = np.linalg.eigh(targets.T @ targets)
         axes = vectors[:, np.argsort(eigenvalues)[::-1][: self.rank]]
