@@ -190,13 +190,25 @@ def _encode_and_backpropagate(enc, x, upstream):
     return rows, weights, out.detach(), enc.params.grad.clone()
 
 
+@pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("cfg", CONFIGS, ids=["mixed", "4d-F3", "2d-F1", "ngp"])
-def test_c_loops_give_the_torch_expressions_bit_for_bit(cfg):
+def test_c_loops_give_the_torch_expressions_bit_for_bit(cfg, threads, monkeypatch):
     """The C loops are a faster way to the same numbers: rows, weights, encoding and table gradient are
     bitwise those of the PyTorch expressions, also at the cube's faces and outside it (a pose can move
-    a point out) and for a batch where many points share table rows."""
+    a point out), for a batch where many points share table rows, and with the work split between
+    threads (points for the corners and the interpolation, levels for the scatter-add)."""
     if not _native.usable():
         pytest.skip(f"the C loops are not in use here: {_native.native_status()}")
+    monkeypatch.setattr(_native, "PARALLEL_MINIMUM", 500)  # this batch is split between the threads
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        _compare_c_loops_with_torch_expressions(cfg)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _compare_c_loops_with_torch_expressions(cfg):
     enc = _grid(cfg)
     torch.manual_seed(3)
     dims = cfg["n_input_dims"]

@@ -41,7 +41,7 @@ _status = "not built yet"
 _off = False  # inside disabled()
 _executor = None
 _executor_pid = None
-PARALLEL_MINIMUM = 2048  # points (corner updates, for the scatter) per thread below which one thread does it all
+PARALLEL_MINIMUM = 2048  # points per thread below which one thread does all the work
 _lock = threading.Lock()
 _int64, _int, _ptr = ctypes.c_int64, ctypes.c_int, ctypes.c_void_p
 
@@ -85,7 +85,7 @@ def corners(x, scales, sizes, offsets, strides, primes, n_dense: int) -> tuple[t
     rows = torch.empty(n, levels, 1 << dims, dtype=torch.int32)
     weights = torch.empty(n, levels, 1 << dims, dtype=torch.float32)
     strides, primes = strides.contiguous(), primes.contiguous()
-    _in_parallel(n, lambda begin, end: _library.ntf_corners(
+    _in_parallel(n, n, lambda begin, end: _library.ntf_corners(
         _p(x), begin, end, dims, levels, _p(scales), _p(sizes), _p(offsets), _p(strides), _p(primes), n_dense,
         _p(rows), _p(weights)))
     return rows, weights
@@ -95,7 +95,7 @@ def interpolate(table: torch.Tensor, rows: torch.Tensor, weights: torch.Tensor) 
     """``(n, L, F)``: each point's corner features of ``table`` ``(rows, F)`` blended by ``weights``."""
     n, levels, n_corners = rows.shape
     out = torch.empty(n, levels, table.shape[1], dtype=torch.float32)
-    _in_parallel(n, lambda begin, end: _library.ntf_interpolate(
+    _in_parallel(n, n, lambda begin, end: _library.ntf_interpolate(
         _p(table), table.shape[1], _p(rows), _p(weights), begin, end, levels, n_corners, _p(out)))
     return out
 
@@ -105,15 +105,15 @@ def scatter_add(target: torch.Tensor, rows: torch.Tensor, weights: torch.Tensor,
     n, levels, n_corners = rows.shape
     grad_out = grad_out.contiguous()
     # threads take whole levels: their rows are disjoint, and each row's sum keeps its order
-    _in_parallel(levels, lambda begin, end: _library.ntf_scatter(
-        _p(target), target.shape[1], _p(rows), _p(weights), _p(grad_out), n, levels, n_corners, begin, end),
-        minimum=1 if n * n_corners >= PARALLEL_MINIMUM else levels)
+    _in_parallel(levels, n, lambda begin, end: _library.ntf_scatter(
+        _p(target), target.shape[1], _p(rows), _p(weights), _p(grad_out), n, levels, n_corners, begin, end))
 
 
-def _in_parallel(total: int, work, minimum: int = None) -> None:
-    """``work(begin, end)`` over ``range(total)`` split between torch's intra-op thread count, each part
-    on its own thread (ctypes releases the GIL during the call); on this thread alone when small."""
-    threads = min(torch.get_num_threads(), total // (PARALLEL_MINIMUM if minimum is None else minimum) or 1)
+def _in_parallel(total: int, points: int, work) -> None:
+    """``work(begin, end)`` over ``range(total)`` split between torch's intra-op threads, each part on its
+    own thread (ctypes releases the GIL during the call); on this thread alone below
+    :data:`PARALLEL_MINIMUM` ``points`` per thread, where handing work over costs more than it saves."""
+    threads = min(torch.get_num_threads(), total, points // PARALLEL_MINIMUM)
     if threads <= 1:
         work(0, total)
         return
