@@ -2,7 +2,7 @@
 
 Why: at a training batch of 4,096 cells the encoding's corner rows, weights, gather and scatter-add
 are dozens of small tensor operations whose overhead is most of the encoding's time (10 of a 20 ms
-step on the default BDTNP field). ``_native/hashgrid.c`` does each of them in one loop, with the
+step on the default BDTNP field). ``_csrc/hashgrid.c`` does each of them in one loop, with the
 same float32 operations in the same order, so the encoding's values and gradients are bitwise those
 of the PyTorch expressions (``tests/test_hashgrid.py`` checks it).
 
@@ -32,7 +32,7 @@ import torch
 
 __all__ = ["corners", "disabled", "interpolate", "native_status", "scatter_add", "usable"]
 
-SOURCE = Path(__file__).with_name("_native") / "hashgrid.c"
+SOURCE = Path(__file__).with_name("_csrc") / "hashgrid.c"
 # no contraction of a * b + c into one fused rounding: the results must be PyTorch's bit for bit
 FLAGS = ["-O3", "-shared", "-fPIC", "-ffp-contract=off", "-fno-fast-math", "-std=c99"]
 
