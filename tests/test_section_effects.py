@@ -99,8 +99,7 @@ def test_the_sparsity_prior_without_section_effects_is_ignored_with_a_warning(st
     with pytest.warns(UserWarning, match="section_sparsity.*section_effects=False"):
         f = ntf.tl.fit(stack, layer="lognorm", steps=5, seed=0, progress=False, config=config)
     assert f.sections == []
-    unlabelled = stack.copy()
-    del unlabelled.obs["section"]
+    unlabelled = _one_unlabelled_plane(stack)
     with pytest.warns(UserWarning, match="section_sparsity.*0 labelled section"):
         ntf.tl.fit(unlabelled, layer="lognorm", steps=5, seed=0, progress=False,
                    config=config.replace(network={"section_effects": None}))
@@ -222,8 +221,7 @@ def test_effects_can_be_switched_off_and_need_sections_when_forced(stack):
     off = ntf.tl.fit(stack, layer="lognorm", steps=10, seed=0, progress=False,
                      config=ntf.NTFConfig(network={"section_effects": False}, selection={"enabled": False}))
     assert off.sections == [] and off.section_effects().empty
-    unlabelled = stack.copy()
-    del unlabelled.obs["section"]
+    unlabelled = _one_unlabelled_plane(stack)  # (an unlabelled stack of several z gets sections from its z)
     with pytest.raises(ValueError, match="at least two labelled sections"):
         ntf.tl.fit(unlabelled, layer="lognorm", steps=10, progress=False,
                    config=ntf.NTFConfig(network={"section_effects": True}))
@@ -379,3 +377,12 @@ def test_inject_section_effects_records_the_truth_and_leaves_the_caller_alone(st
 def test_one_section_label_per_point_must_match_the_points(field, stack):
     with pytest.raises(ValueError, match="one name or one per point"):
         field.predict(stack.obsm["spatial_3d"][:5], section=[field.sections[0]] * 3)
+
+
+def _one_unlabelled_plane(stack):
+    """``stack`` without ``obs["section"]`` and with every cell at one z: no sections can be derived."""
+    plane = stack.copy()
+    del plane.obs["section"]
+    plane.obsm["spatial_3d"] = plane.obsm["spatial_3d"].copy()
+    plane.obsm["spatial_3d"][:, 2] = 0.0
+    return plane

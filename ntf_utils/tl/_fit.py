@@ -15,6 +15,7 @@ from ..model._field import NTFField
 from ..model._pipeline import FitRun, config_with_overrides, fit_field
 from ..model._sources import AnnDataSource
 from ._resolution import applies, blend_without_race, phase_cost, select_resolution
+from ._sections import derive_sections
 
 __all__ = ["fit"]
 
@@ -69,9 +70,16 @@ def fit(
     in ``field.info["resolution_selection"]``. No selection happens with a time axis, a fixed
     ``finest_resolution``, or ``selection.enabled=False``. With only two sections the field's prediction
     is blended with a closed-form smoother at ``selection.blend_without_race`` (``field.info["smooth_base"]``).
+
+    Without ``obs["section"]`` the sections are derived, with a warning that says how
+    (``field.info["derived_sections"]``): each distinct z is a section where z takes few values, and
+    where z is continuous (cells located in 3D) the selection holds out slabs of equal cell count
+    along z instead, with no section effects (``docs/model.md``, "Stacks without section labels").
     """
     _check_arguments(adata, seed, checkpoint_dir)
     config = config_with_overrides(config, steps, batch_size, loss)
+    # (warnings raised below point at the caller's line: keep this body one frame deep)
+    adata, config, derived = derive_sections(adata, config, spatial_key=spatial_key, time_key=time_key)
     source = AnnDataSource(adata, layer=layer, spatial_key=spatial_key, time_key=time_key,
                            loss=config.training.loss)  # bad input fails here, before any fit
     common = {"seed": seed, "device": device, "progress": progress}
@@ -81,7 +89,7 @@ def fit(
         field.info["phases"] = [_phase("fit", field)]
         field.info["total_seconds"] = field.info["fit_seconds"]
         field.info["total_steps"] = field.info["steps_run"]
-        return field
+        return _noting(field, derived)
 
     sources = {}  # the race's candidates fit the same cells: one source (values, survey, statistics) serves them
 
@@ -105,6 +113,13 @@ def fit(
     field.info["phases"] = phases
     field.info["total_seconds"] = round(sum(p["seconds"] for p in phases), 3)
     field.info["total_steps"] = int(sum(p["steps_run"] for p in phases))  # steps_run: the final fit's alone
+    return _noting(field, derived)
+
+
+def _noting(field: NTFField, derived: dict | None) -> NTFField:
+    """``field`` with ``info["derived_sections"]`` where the sections were derived from z."""
+    if derived is not None:
+        field.info["derived_sections"] = derived
     return field
 
 

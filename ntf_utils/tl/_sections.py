@@ -1,0 +1,77 @@
+"""Sections for a stack that came without ``obs["section"]``: from its z values, or slabs along z.
+
+Why: what :func:`ntf_utils.tl.fit` learns from sections is most of what makes it generalise between
+them: the resolution race holds out whole sections, the closed-form smoother and the Gaussian-process
+partner are blended in by the loss on them, and the sampling rule measures the in-plane spacing per
+section. Without labels all of that was skipped and the field fell far below a 3D kNN on held-out
+sections (BDTNP at 50% kept: 0.710 against the labelled fit's 0.832 and kNN's 0.788; ``docs/model.md``,
+"Stacks without section labels"). So when the labels are missing they are derived:
+
+- z takes few distinct values (a stack of sections, as :func:`ntf_utils.pp.stack_sections` makes
+  them, but unlabelled): each distinct z is a section, and the fit is the labelled one's;
+- z is continuous (cells located in 3D, e.g. thick slabs of STARmap or MERFISH): slabs of equal cell
+  count along z (:data:`SLABS`), used to choose the resolution and the blends only. They are not
+  sections of the measurement, so they get no section effects.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+
+from .._constants import Key
+
+__all__ = ["SLABS", "derive_sections"]
+
+SLABS = 16  # slabs of a continuous cloud: on a 30,000-cell cloud, 12 and 18 did as well as true slab labels
+MIN_SLAB_CELLS = 20  # fewer cells per slab and the held-out loss of a slab says little
+MIN_SECTION_CELLS = 5  # cells per distinct z, on average, for the z values to be sections
+
+
+def derive_sections(adata, config, *, spatial_key: str, time_key: str | None):
+    """``(adata, config, note)`` for :func:`ntf_utils.tl.fit`: where ``adata`` has no ``obs["section"]``
+    (and no time axis), a new AnnData with derived labels (sharing the caller's arrays; the caller's
+    object is not changed), ``config`` without section effects for slabs of a continuous cloud, and a
+    note for ``field.info["derived_sections"]``; otherwise everything as given and ``note`` None.
+
+    Warns once with what was derived and how to give labels instead.
+    """
+    import anndata as ad
+
+    if Key.obs.section in adata.obs or time_key is not None or adata.n_obs == 0:
+        return adata, config, None
+    coords = np.asarray(adata.obsm[spatial_key]) if spatial_key in adata.obsm else np.zeros((0, 0))
+    if coords.ndim != 2 or coords.shape[1] != 3 or not np.isfinite(coords).all():
+        return adata, config, None  # the fit's own checks name what is wrong with the coordinates
+    z = coords[:, 2]
+    values, codes = np.unique(z, return_inverse=True)
+    # few distinct z (measure_sampling's rule for sections), each shared by several cells
+    if len(values) == 1:
+        return adata, config, None  # one plane: nothing to hold out
+    if len(values) <= max(50, adata.n_obs // 20) and adata.n_obs >= MIN_SECTION_CELLS * len(values):
+        kind, n = "z values", len(values)
+        labels = codes
+        message = (f"adata has no obs[{Key.obs.section!r}]: its {n} distinct z values are taken as {n} sections "
+                   f"(named z000, z001, ... by z)")
+    else:
+        n = min(SLABS, adata.n_obs // MIN_SLAB_CELLS)
+        if n < 3:
+            return adata, config, None
+        kind = "slabs"
+        ranks = np.argsort(np.argsort(z, kind="stable"), kind="stable")
+        labels = ranks * n // len(z)  # equal cell counts along z
+        message = (f"adata has no obs[{Key.obs.section!r}] and its z is continuous: the field chooses its resolution "
+                   f"and blends on {n} slabs of equal cell count along z (named z000, z001, ... by z), without "
+                   f"section effects")
+        if config.network.section_effects is None:
+            config = config.replace(network={"section_effects": False})
+    warnings.warn(f"{message}. Label the sections in obs[{Key.obs.section!r}] (e.g. with ntf.pp.stack_sections) "
+                  f"to use your own.", UserWarning, stacklevel=3)
+    obs = adata.obs.copy()
+    width = max(3, len(str(n - 1)))  # names sort as z does
+    obs[Key.obs.section] = pd.Categorical([f"z{k:0{width}d}" for k in labels])
+    labelled = ad.AnnData(X=adata.X, obs=obs, var=adata.var, obsm=dict(adata.obsm), layers=dict(adata.layers),
+                          uns=dict(adata.uns))
+    return labelled, config, {"from": kind, "n_sections": int(n)}
