@@ -11,7 +11,7 @@ the measured values, ``inr_baselines.heldout_pearson``):
   one z per slab): without labels each distinct z is a section;
 * ``bdtnp_cloud``, ``starmap_cloud``: the real cells with their own continuous z (BDTNP atlas,
   STARmap organoid), cut into 18 slabs of equal thickness along z, every third held out (the fit is
-  given the labels, or only the coordinates: then ``tl.fit`` races on slabs of equal cell count);
+  given the labels, or only the coordinates: then ``tl.fit`` races on slabs it derives from z);
 * ``intermixed``: a synthetic cell-resolution cloud (30,000 cells in an ellipsoid, 8 cell types whose
   proportions change smoothly in space, 100 genes, Poisson counts), 18 slabs, every third held out.
   Expression changes from cell to cell (the type), so a held-out cell is predicted no better than

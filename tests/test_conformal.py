@@ -180,6 +180,21 @@ def test_bad_arguments(split):
         tl.prediction_intervals(one, test)
 
 
+def test_an_unlabelled_stack_is_calibrated_on_its_z_values(split):
+    """Without obs["section"] the folds hold out the sections tl.fit derives (each distinct z): the
+    intervals are those of the labelled stack, and the caller's AnnData gets no labels."""
+    train, test = split
+    quick = CONFIG.replace(training={"steps": 20})
+    labelled = tl.prediction_intervals(train, test, layer="lognorm", config=quick)
+    bare = train.copy()
+    del bare.obs["section"]
+    with pytest.warns(UserWarning, match="8 distinct z values are taken as 8 sections"):
+        unlabelled = tl.prediction_intervals(bare, test, layer="lognorm", config=quick)
+    assert "section" not in bare.obs
+    np.testing.assert_array_equal(unlabelled.lower, labelled.lower)
+    np.testing.assert_array_equal(unlabelled.upper, labelled.upper)
+
+
 def test_plots(result, split):
     _, test = split
     fig = pl.interval_width(result, gene=result.genes[0])

@@ -7,6 +7,7 @@ import pytest
 
 from ntf_utils import NTFConfig, pp, tl
 from ntf_utils.datasets import synthetic_embryo
+from ntf_utils.tl._sections import slabs
 
 CONFIG = NTFConfig(training={"steps": 60, "batch_size": 512, "eval_every": 20})
 
@@ -45,7 +46,7 @@ def test_a_continuous_cloud_races_on_slabs_without_section_effects(stack):
     gap = float(np.diff(np.unique(stack.obsm["spatial_3d"][:, 2])).min())
     cloud.obsm["spatial_3d"] = cloud.obsm["spatial_3d"].copy()
     cloud.obsm["spatial_3d"][:, 2] += rng.uniform(-0.45, 0.45, cloud.n_obs) * gap
-    with pytest.warns(UserWarning, match="z is continuous: .* on 16 slabs of equal cell count"):
+    with pytest.warns(UserWarning, match="z is continuous: .* on 16 slabs along z"):
         field = tl.fit(cloud, layer="lognorm", config=CONFIG, progress=False)
     assert field.info["derived_sections"] == {"from": "slabs", "n_sections": 16}
     assert len(field.info["resolution_selection"]) >= 2
@@ -69,3 +70,18 @@ def test_labelled_stacks_and_tiny_clouds_are_left_alone(stack):
     tiny.obsm["spatial_3d"] = tiny.obsm["spatial_3d"] + np.linspace(0, 1e-3, 50)[:, None]  # 50 distinct z
     field = tl.fit(tiny, layer="lognorm", config=CONFIG, progress=False)  # two slabs of 20 cells at most: none
     assert "derived_sections" not in field.info
+
+
+def test_slabs_end_where_the_data_have_gaps():
+    """A cloud with a gap in z (slabs of tissue left out): slabs end at the gap, each part gets slabs in
+    proportion to its cells, and a stray cell far away is not a slab of its own."""
+    rng = np.random.default_rng(0)
+    z = np.concatenate([rng.uniform(0, 10, 300), rng.uniform(20, 30, 300), [100.0]])
+    labels, n = slabs(z, 6)
+    assert n == 6
+    assert set(labels[:300]) == {0, 1, 2} and set(labels[300:600]) == {3, 4, 5} and labels[-1] == 5
+    assert np.bincount(labels).min() >= 99
+    order = np.argsort(z)
+    assert (np.diff(labels[order]) >= 0).all()  # numbered by z
+    labels, n = slabs(rng.uniform(0, 1, 1000), 16)  # no gap: equal counts
+    assert n == 16 and set(np.bincount(labels)) <= {62, 63}

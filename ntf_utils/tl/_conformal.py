@@ -491,7 +491,9 @@ def prediction_intervals(
     Parameters
     ----------
     {doc_adata}
-        The training sections, labelled in ``obs['section']`` (at least 2); not modified.
+        The training sections, labelled in ``obs['section']`` (at least 2); not modified. Without the
+        labels, the sections :func:`ntf_utils.tl.fit` derives (its distinct z values, or slabs along a
+        continuous z), with its warning.
     coords
         Query points: an ``(n, 3)`` array (``(n, 4)`` with a time axis), or an AnnData with
         ``obsm[spatial_key]`` (and ``obs[time_key]``).
@@ -540,7 +542,9 @@ def prediction_intervals(
     """
     import anndata as ad
 
+    from ..model._config import NTFConfig
     from ._fit import fit
+    from ._sections import derive_sections
 
     alpha, target = _check_alpha(alpha), _check_target(target)
     if isinstance(n_folds, bool) or int(n_folds) != n_folds or n_folds < 1:
@@ -548,6 +552,9 @@ def prediction_intervals(
     if not 0 < float(cell_fraction) <= 0.5:
         raise ValueError(f"cell_fraction must be in (0, 0.5], got {cell_fraction!r}")
     query = _query(coords, spatial_key, time_key, ad)
+    # a stack without obs["section"] is calibrated on the sections tl.fit would derive (with its warning)
+    adata, config, _ = derive_sections(adata, NTFConfig() if config is None else config, spatial_key=spatial_key,
+                                       time_key=time_key)
     sections = _section_table(adata, spatial_key, time_key)  # bad input fails here, before any fit
     fit_kwargs.setdefault("progress", False)
     if field is None:

@@ -73,8 +73,9 @@ def fit(
 
     Without ``obs["section"]`` the sections are derived, with a warning that says how
     (``field.info["derived_sections"]``): each distinct z is a section where z takes few values, and
-    where z is continuous (cells located in 3D) the selection holds out slabs of equal cell count
-    along z instead, with no section effects (``docs/model.md``, "Stacks without section labels").
+    where z is continuous (cells located in 3D) the selection holds out slabs along z instead (cut
+    where z has gaps, then into equal cell counts), with no section effects (``docs/model.md``,
+    "Stacks without section labels").
     """
     _check_arguments(adata, seed, checkpoint_dir)
     config = config_with_overrides(config, steps, batch_size, loss)

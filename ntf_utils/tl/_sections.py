@@ -9,9 +9,9 @@ sections (BDTNP at 50% kept: 0.710 against the labelled fit's 0.832 and kNN's 0.
 
 - z takes few distinct values (a stack of sections, as :func:`ntf_utils.pp.stack_sections` makes
   them, but unlabelled): each distinct z is a section, and the fit is the labelled one's;
-- z is continuous (cells located in 3D, e.g. thick slabs of STARmap or MERFISH): slabs of equal cell
-  count along z (:data:`SLABS`), used to choose the resolution and the blends only. They are not
-  sections of the measurement, so they get no section effects.
+- z is continuous (cells located in 3D, e.g. thick slabs of STARmap or MERFISH): about :data:`SLABS`
+  slabs along z (cut where z has gaps, then into equal cell counts), used to choose the resolution
+  and the blends. They are not sections of the measurement, so they get no section effects.
 """
 
 from __future__ import annotations
@@ -23,11 +23,12 @@ import pandas as pd
 
 from .._constants import Key
 
-__all__ = ["SLABS", "derive_sections"]
+__all__ = ["SLABS", "derive_sections", "slabs"]
 
 SLABS = 16  # slabs of a continuous cloud: on a 30,000-cell cloud, 12 and 18 did as well as true slab labels
 MIN_SLAB_CELLS = 20  # fewer cells per slab and the held-out loss of a slab says little
 MIN_SECTION_CELLS = 5  # cells per distinct z, on average, for the z values to be sections
+GAP = 1 / 32  # of the z range: an empty stretch of z at least this long separates slabs
 
 
 def derive_sections(adata, config, *, spatial_key: str, time_key: str | None):
@@ -56,15 +57,13 @@ def derive_sections(adata, config, *, spatial_key: str, time_key: str | None):
         message = (f"adata has no obs[{Key.obs.section!r}]: its {n} distinct z values are taken as {n} sections "
                    f"(named z000, z001, ... by z)")
     else:
-        n = min(SLABS, adata.n_obs // MIN_SLAB_CELLS)
-        if n < 3:
+        if adata.n_obs // MIN_SLAB_CELLS < 3:
             return adata, config, None
         kind = "slabs"
-        ranks = np.argsort(np.argsort(z, kind="stable"), kind="stable")
-        labels = ranks * n // len(z)  # equal cell counts along z
+        labels, n = slabs(z, min(SLABS, adata.n_obs // MIN_SLAB_CELLS))
         message = (f"adata has no obs[{Key.obs.section!r}] and its z is continuous: the field chooses its resolution "
-                   f"and blends on {n} slabs of equal cell count along z (named z000, z001, ... by z), without "
-                   f"section effects")
+                   f"and blends on {n} slabs along z (cut where z has gaps, then into equal cell counts; named "
+                   f"z000, z001, ... by z), without section effects")
         if config.network.section_effects is None:
             config = config.replace(network={"section_effects": False})
     warnings.warn(f"{message}. Label the sections in obs[{Key.obs.section!r}] (e.g. with ntf.pp.stack_sections) "
@@ -75,3 +74,30 @@ def derive_sections(adata, config, *, spatial_key: str, time_key: str | None):
     labelled = ad.AnnData(X=adata.X, obs=obs, var=adata.var, obsm=dict(adata.obsm), layers=dict(adata.layers),
                           uns=dict(adata.uns))
     return labelled, config, {"from": kind, "n_sections": int(n)}
+
+
+def slabs(z: np.ndarray, n: int) -> tuple[np.ndarray, int]:
+    """``(labels, count)``: about ``n`` slabs along ``z``, numbered by z.
+
+    The z range is first cut where no cell lies over :data:`GAP` of it (where slabs of tissue were left
+    out, e.g. held-out sections), each part keeping at least :data:`MIN_SLAB_CELLS` cells; each part then
+    gets slabs of equal cell count in proportion to its cells (at least one). Why the gaps: a race that
+    holds out slabs ending where the data end, as the true slabs do, chose the settings a labelled fit
+    chose (``docs/model.md``, "Stacks without section labels").
+    """
+    order = np.argsort(z, kind="stable")
+    ordered = z[order]
+    wide = np.flatnonzero(np.diff(ordered) > GAP * (ordered[-1] - ordered[0])) + 1
+    cuts, last = [], 0
+    for start in wide:  # a part must hold enough cells on both sides of a cut
+        if start - last >= MIN_SLAB_CELLS and len(z) - start >= MIN_SLAB_CELLS:
+            cuts.append(start)
+            last = start
+    bounds = [0, *cuts, len(z)]
+    labels = np.empty(len(z), dtype=np.int64)
+    first = 0
+    for begin, end in zip(bounds[:-1], bounds[1:]):
+        share = max(1, int(round((end - begin) / len(z) * n)))
+        labels[order[begin:end]] = first + np.arange(end - begin) * share // (end - begin)
+        first += share
+    return labels, first
