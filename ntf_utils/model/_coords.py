@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 from scipy.spatial import cKDTree
 
-__all__ = ["Sampling", "measure_sampling", "CoordinateTransform", "matched_transform"]
+__all__ = ["Sampling", "measure_sampling", "CoordinateTransform", "matched_transform", "z_is_discrete"]
 
 # The widest axis fills this fraction of the cube; the rest is margin for extrapolation.
 CUBE_FILL = 0.8
@@ -38,6 +38,11 @@ class Sampling:
 
 
 SPACING_QUERY_CELLS = 2000  # nearest-neighbour distances measured per section
+
+
+def z_is_discrete(n_values: int, n_cells: int) -> bool:
+    """Whether ``n_values`` distinct z among ``n_cells`` cells are section planes, not a continuous cloud."""
+    return n_values <= max(50, n_cells // 20)
 
 
 def measure_sampling(coords: np.ndarray, section: np.ndarray | None, seed: int = 0,
@@ -97,7 +102,7 @@ def measure_sampling(coords: np.ndarray, section: np.ndarray | None, seed: int =
     nn = float(np.median(distances)) if len(distances) else 1.0
     spacing[:2] = nn
     z_values = np.unique(coords[:, 2])
-    if section is None or len(z_values) > max(50, len(coords) // 20):
+    if section is None or not z_is_discrete(len(z_values), len(coords)):
         spacing[2] = nn  # a continuous 3D cloud: z is sampled like x and y
     else:
         spacing[2] = float(np.diff(z_values).max()) if len(z_values) > 1 else nn

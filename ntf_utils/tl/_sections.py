@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from .._constants import Key
+from ..model._coords import z_is_discrete
 
 __all__ = ["SLABS", "derive_sections", "slabs"]
 
@@ -48,10 +49,10 @@ def derive_sections(adata, config, *, spatial_key: str, time_key: str | None):
         return adata, config, None  # the fit's own checks name what is wrong with the coordinates
     z = coords[:, 2]
     values, codes = np.unique(z, return_inverse=True)
-    # few distinct z (measure_sampling's rule for sections), each shared by several cells
     if len(values) == 1:
         return adata, config, None  # one plane: nothing to hold out
-    if len(values) <= max(50, adata.n_obs // 20) and adata.n_obs >= MIN_SECTION_CELLS * len(values):
+    # few distinct z (the sampling rule's sections), each shared by several cells
+    if z_is_discrete(len(values), adata.n_obs) and adata.n_obs >= MIN_SECTION_CELLS * len(values):
         kind, n = "z values", len(values)
         labels = codes
         message = (f"adata has no obs[{Key.obs.section!r}]: its {n} distinct z values are taken as {n} sections "
