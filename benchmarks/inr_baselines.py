@@ -25,7 +25,7 @@ Shared protocol (the same as :func:`ntf_utils.tl.fit` with the default MSE loss)
 * loss: mean squared error; optimiser: Adam, cosine decay from ``lr`` to ``lr / 20`` after a short
   warm-up (NTF's schedule);
 * early stopping: 5 % of the training cells held out at random, checked every 100 steps, patience
-  8, best weights kept (``tl.fit``'s default);
+  4, best weights kept (``tl.fit``'s default, ``TrainingConfig.patience``);
 * hyper-parameters (``sigma``, ``w0``, ``lr``) are tuned by :func:`tune_inr` on a validation split of
   the TRAINING sections only, never on the test sections.
 
@@ -48,6 +48,7 @@ import torch
 from torch import nn
 
 from ntf_utils import metrics
+from ntf_utils.model import TrainingConfig
 
 KINDS = ("fourier", "siren")
 DEFAULTS = {
@@ -283,7 +284,7 @@ def fit_inr(
     eval_every: int = 100,
     stop_at: float | None = None,
     validation_fraction: float = 0.05,
-    patience: int = 8,
+    patience: int = TrainingConfig.patience,
     val_every: int = 100,
     **hyper,
 ) -> INRField:

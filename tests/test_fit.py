@@ -141,6 +141,23 @@ def test_resume_from_checkpoint_continues_the_same_run(small, tmp_path, monkeypa
         tl.fit(small, layer="lognorm", config=config, seed=2, progress=False, checkpoint_dir=ck)
 
 
+def test_a_fit_of_structureless_values_stops_patience_checks_after_its_best(small):
+    """Values shuffled between cells (nothing spatial to learn): the held-out loss is lowest at an early
+    check and rises as the grid memorises the training cells; the fit stops ``patience`` checks (the
+    default, 4) after that check instead of training every step, and keeps the best check's weights."""
+    noise = small.copy()
+    values = np.asarray(noise.layers["lognorm"])
+    noise.layers["lognorm"] = values[np.random.default_rng(0).permutation(noise.n_obs)]
+    config = NTFConfig(selection={"enabled": False}, training={"steps": 400, "batch_size": 512, "eval_every": 25})
+    field = tl.fit(noise, layer="lognorm", config=config, progress=False)
+    info, training = field.info, field.config.training
+    assert training.patience == 4
+    assert info["stopped_early"], field.history.dropna(subset=["val_loss"])
+    assert info["steps_run"] == info["best_step"] + training.patience * training.eval_every < training.steps
+    checks = field.history.dropna(subset=["val_loss"]).set_index("step")["val_loss"]
+    assert checks.idxmin() == info["best_step"] and info["best_validation_loss"] == pytest.approx(checks.min())
+
+
 def test_kept_weights_average_the_checks_up_to_the_best_one(small):
     """``average_from``: the field keeps the mean of the weights at the validation checks from that
     fraction of the steps up to the best check (Polyak averaging inside the early-stopping window);
