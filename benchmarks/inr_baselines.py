@@ -369,7 +369,8 @@ def fit_inr(
                 val = float(torch.mean((network(x_val) - y_val) ** 2))
                 network.train()
             record["val_loss"] = val
-            if val < best_val - 1e-5 * abs(best_val):
+            # the first check is always the best so far (inf - 1e-5 * inf is NaN: no comparison can pass)
+            if not math.isfinite(best_val) or val < best_val - 1e-5 * abs(best_val):
                 best_val, bad = val, 0
                 best_state = {k: v.detach().clone() for k, v in network.state_dict().items()}
             else:

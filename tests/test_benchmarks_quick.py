@@ -13,6 +13,7 @@ from _threads import one_torch_thread
 
 from ntf_utils import metrics, pp, tl
 from ntf_utils.datasets import synthetic_embryo
+from ntf_utils.model import TrainingConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -79,6 +80,20 @@ def test_inr_records_time_to_accuracy_history(split):
     secs = [t for _, t in seen]
     assert all(b >= a for a, b in zip(secs, secs[1:]))
     assert model.info["steps_run"] == 60
+
+
+def test_inr_baselines_stop_early_as_the_field_does(split):
+    """The protocol of benchmarks/README.md: the Fourier MLP and SIREN stop early as ``tl.fit`` does by
+    default. On values with nothing spatial to learn (shuffled between cells) the held-out loss is lowest
+    at an early check, and the fit stops ``TrainingConfig.patience`` checks after it."""
+    train, _ = split
+    noise = train.copy()
+    values = np.asarray(noise.layers["lognorm"])
+    noise.layers["lognorm"] = values[np.random.default_rng(0).permutation(noise.n_obs)]
+    model = ib.fit_inr(noise, "fourier", layer="lognorm", steps=600, batch_size=256, sigma=4.0, lr=3e-3,
+                       hidden_width=64, hidden_layers=2, val_every=20)
+    checks = model.history.dropna(subset=["val_loss"]).set_index("step")["val_loss"]
+    assert model.info["steps_run"] == checks.idxmin() + TrainingConfig.patience * 20 < 600, checks.to_dict()
 
 
 def test_validation_split_uses_training_sections_only(split):
