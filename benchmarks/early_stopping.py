@@ -9,7 +9,8 @@ A stop only ends a run: the steps before it are the same whatever the patience, 
 changes the field only where a later validation check would have improved on the best one after that
 many worse ones. Each default ``tl.fit`` is run once with the largest patience replayed (8, so that the
 losses after a shorter patience's stop are seen too) and its validation losses (``field.history``) are
-replayed with ``model._train``'s rule for a patience of 3, 4 and 8: printed are the held-out Pearson of the fit, its best check and steps run, and for each patience
+replayed with ``model._train``'s rule (:func:`~ntf_utils.model._train.improves`) for a patience of 3, 4
+and 8: printed are the held-out Pearson of the fit, its best check and steps run, and for each patience
 the best check and the step it would stop at. ``--splits benchmark`` fits the benchmark's training
 splits (``pp.split_sections(keep_fraction=f)``, scored on its evaluation sections); ``--splits inner``
 the held-out *training* sections of ``benchmarks/tune_section_effects.py``.
@@ -33,13 +34,14 @@ from benchmarks import inr_baselines as ib  # noqa: E402
 from benchmarks import run as bench  # noqa: E402
 from benchmarks._variants import ALL_DATASETS  # noqa: E402
 from benchmarks.tune_section_effects import inner_split  # noqa: E402
+from ntf_utils.model._train import improves  # noqa: E402
 
 
 def replay(losses: list[float], steps: list[int], patience: int) -> tuple[int, int]:
     """``(best check, step of the stop)`` of ``model._train``'s early stopping on these check losses."""
     best, best_step, bad = math.inf, steps[0], 0
     for step, loss in zip(steps, losses):
-        if not math.isfinite(best) or loss < best - 1e-5 * abs(best):
+        if improves(loss, best):
             best, best_step, bad = loss, step, 0
             continue
         bad += 1
@@ -48,14 +50,11 @@ def replay(losses: list[float], steps: list[int], patience: int) -> tuple[int, i
     return best_step, steps[-1]
 
 
-def splits(name: str, fraction: float, kind: str):
-    """``(fit on, scored on, truth layer)`` of one dataset and kept fraction, or None."""
-    adata, truth = bench.load_dataset(name, bench.settings(False))
+def split(adata, fraction: float, kind: str):
+    """``(fit on, scored on)`` of a loaded dataset at one kept fraction, or None."""
     if kind == "benchmark":
-        train, test = ntf.pp.split_sections(adata, keep_fraction=fraction)
-        return train, test, truth
-    split = inner_split(adata, fraction)
-    return None if split is None else (*split, truth)
+        return ntf.pp.split_sections(adata, keep_fraction=fraction)
+    return inner_split(adata, fraction)
 
 
 def main(argv=None) -> None:
@@ -72,12 +71,13 @@ def main(argv=None) -> None:
     fit_patience = max(patiences)
     print("dataset\tkept\tpearson\tseconds\tbest\tsteps_run\t" + "\t".join(f"patience {p}" for p in patiences))
     for name in args.datasets.split(","):
+        adata, truth = bench.load_dataset(name, bench.settings(False))
         for fraction in [float(f) for f in args.fractions.split(",")]:
-            split = splits(name, fraction, args.splits)
-            if split is None:
+            parts = split(adata, fraction, args.splits)
+            if parts is None:
                 print(f"{name}\t{fraction}\t(no interior training section to hold out)")
                 continue
-            fit_on, held, truth = split
+            fit_on, held = parts
             config = ntf.NTFConfig(training={"patience": fit_patience})
             started = time.perf_counter()
             field = ntf.tl.fit(fit_on, layer="lognorm", config=config, seed=args.seed, progress=False)

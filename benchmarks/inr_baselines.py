@@ -49,6 +49,7 @@ from torch import nn
 
 from ntf_utils import metrics
 from ntf_utils.model import TrainingConfig
+from ntf_utils.model._train import improves
 
 KINDS = ("fourier", "siren")
 DEFAULTS = {
@@ -369,8 +370,7 @@ def fit_inr(
                 val = float(torch.mean((network(x_val) - y_val) ** 2))
                 network.train()
             record["val_loss"] = val
-            # the first check is always the best so far (inf - 1e-5 * inf is NaN: no comparison can pass)
-            if not math.isfinite(best_val) or val < best_val - 1e-5 * abs(best_val):
+            if improves(val, best_val):
                 best_val, bad = val, 0
                 best_state = {k: v.detach().clone() for k, v in network.state_dict().items()}
             else:

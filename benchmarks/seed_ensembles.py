@@ -59,13 +59,13 @@ def main(argv=None) -> None:
                 print(f"{name}\t{fraction}\t(no interior training section to hold out)")
                 continue
             fit_on, held = split
-            fields = []
+            fields, singles = [], []
             for seed in seeds:
                 started = time.perf_counter()
                 fields.append(ntf.tl.fit(fit_on, layer="lognorm", seed=seed, progress=False))
-                print(f"{name}\t{fraction}\tseed {seed}\t{ib.heldout_pearson(fields[-1], held, layer=truth):.4f}\t"
-                      f"{time.perf_counter() - started:.1f} s", flush=True)
-            singles = [ib.heldout_pearson(f, held, layer=truth) for f in fields]
+                singles.append(ib.heldout_pearson(fields[-1], held, layer=truth))
+                print(f"{name}\t{fraction}\tseed {seed}\t{singles[-1]:.4f}\t{time.perf_counter() - started:.1f} s",
+                      flush=True)
             pairs = [ib.heldout_pearson(MeanOfFields(pair), held, layer=truth)
                      for pair in itertools.combinations(fields, 2)]
             every = ib.heldout_pearson(MeanOfFields(fields), held, layer=truth)

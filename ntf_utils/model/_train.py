@@ -17,7 +17,7 @@ from ._losses import mse_loss, nb_loss, poisson_loss
 from ._network import FieldNetwork
 from ._poses import level_weights
 
-__all__ = ["InMemoryCells", "TrainState", "Training", "loss_fn", "make_optimizer", "lr_at", "evaluate_loss", "evaluate_blend_losses", "TrainingCells", "train", "standardise"]
+__all__ = ["InMemoryCells", "TrainState", "Training", "loss_fn", "make_optimizer", "lr_at", "evaluate_loss", "evaluate_blend_losses", "TrainingCells", "train", "standardise", "improves"]
 
 
 @dataclass
@@ -374,9 +374,19 @@ def psf_sigmas(config: NTFConfig, section_effects: bool, n_dims: int) -> torch.T
     return sigma if bool((sigma > 0).any()) else None
 
 
+def improves(loss: float, best: float) -> bool:
+    """Whether a validation ``loss`` counts as an improvement on ``best`` (early stopping's rule).
+
+    Any loss improves on no best yet (``best`` infinite: ``inf - 1e-5 * inf`` is NaN, which no comparison
+    passes); otherwise it must be lower by more than a relative 1e-5. The benchmark's baselines
+    (``benchmarks/inr_baselines.py``) stop by the same rule.
+    """
+    return not math.isfinite(best) or loss < best - 1e-5 * abs(best)
+
+
 def _improved(state: TrainState, val: float, patience: int) -> bool:
     """Record a validation loss in ``state``; True when it is the best so far (keep these weights)."""
-    if not math.isfinite(state.best_val) or val < state.best_val - 1e-5 * abs(state.best_val):
+    if improves(val, state.best_val):
         state.best_val, state.best_step, state.bad_evals = val, state.step, 0
         return True
     state.bad_evals += 1
