@@ -19,7 +19,10 @@ per-gene Pearson per held-out section (the benchmark's metric), the pooled media
 all held-out cells (which also scores each section's level), the RMSE, the seconds and which
 selection candidate won. With ``--neighbours`` every interior training section is held out in turn and
 predicted from its two neighbours alone (the two-section fits where no race runs), and the scores are
-averaged over the held-out sections.
+averaged over the held-out sections. With ``--thirds`` three training sections are fitted (the two
+ends and the middle one) and every other training section is held out: a sparse stack like the
+benchmark's 10% splits, whose own race holds out its middle section and fits the ends. ``--gp`` adds a
+row for the benchmark's PCA + GP baseline on the same splits.
 """
 
 from __future__ import annotations
@@ -72,6 +75,19 @@ def neighbour_splits(adata, fraction: float):
         yield train[np.isin(sections, [below, above])].copy(), train[sections == held].copy()
 
 
+def thirds_split(adata, fraction: float):
+    """(fit on, held out) within the benchmark's training sections: the two end sections and the middle
+    one fitted, every other held out (a three-section stack with wide gaps, as at 10% kept); None with
+    fewer than four training sections."""
+    train = training_sections(adata, fraction)
+    sections = train.obs["section"].astype(str).to_numpy()
+    order = list(sections_in_order(sections, train.obsm["spatial_3d"][:, 2])["section"])
+    if len(order) < 4:
+        return None
+    kept = np.isin(sections, [order[0], order[(len(order) - 1) // 2], order[-1]])
+    return train[kept].copy(), train[~kept].copy()
+
+
 def score(field, held, truth_layer: str) -> tuple[float, float, float]:
     """(per-section Pearson, pooled Pearson, RMSE) of ``field`` on the held-out cells."""
     truth = held.layers[truth_layer]
@@ -84,7 +100,10 @@ def score(field, held, truth_layer: str) -> tuple[float, float, float]:
 def main(argv=None) -> None:
     args, variants = parse_variant_arguments(__doc__, argv, fractions="0.5,0.25", default_variants=DEFAULT_VARIANTS,
                                              flags={"--neighbours": "hold out every interior training section in "
-                                                    "turn and fit on its two neighbours alone (two-section fits)"})
+                                                    "turn and fit on its two neighbours alone (two-section fits)",
+                                                    "--thirds": "fit on the two end training sections and the middle "
+                                                    "one, hold out the rest (three-section fits, as at 10% kept)",
+                                                    "--gp": "also score the benchmark's PCA + GP baseline"})
     cfg = bench.settings(False)
     print("dataset\tkept\tvariant\tper_section\tpooled\trmse\tseconds\tchosen")
     for name in args.datasets:
@@ -95,20 +114,29 @@ def main(argv=None) -> None:
                 continue
             if args.neighbours:
                 splits = list(neighbour_splits(adata, fraction))
+            elif args.thirds:
+                splits = [split] if (split := thirds_split(adata, fraction)) is not None else []
             else:
                 splits = [split] if (split := inner_split(adata, fraction)) is not None else []
             if not splits:
                 print(f"{name}\t{fraction}\t(no interior training section to hold out)")
                 continue
-            for label, overrides in variants.items():
+            methods = {**variants, **({"PCA + GP": None} if args.gp else {})}
+            for label, overrides in methods.items():
                 started = time.perf_counter()
                 scores, chosen = [], None
                 for fit_on, held in splits:
-                    field = ntf.tl.fit(fit_on, layer="lognorm", config=ntf.NTFConfig(**overrides), seed=args.seed,
-                                       progress=False)
+                    if overrides is None:
+                        field = ib.gp_baseline(fit_on, layer="lognorm", max_cells=cfg["gp_max_cells"], seed=args.seed)
+                    else:
+                        field = ntf.tl.fit(fit_on, layer="lognorm", config=ntf.NTFConfig(**overrides),
+                                           seed=args.seed, progress=False)
                     scores.append(score(field, held, truth_layer))
-                    table = field.info.get("resolution_selection") or []
+                    table = getattr(field, "info", {}).get("resolution_selection") or []
                     chosen = next((k + 1 for k, row in enumerate(table) if row["chosen"]), None)
+                    if hasattr(field, "config"):  # and the blend weights the fit kept
+                        net = field.config.network
+                        chosen = f"{chosen} (beta {net.smooth_blend:g}, gamma {net.kernel_blend:g})"
                 per_section, pooled, rmse = np.mean(scores, axis=0)  # over the held-out sections
                 print(f"{name}\t{fraction}\t{label}\t{per_section:.4f}\t{pooled:.4f}\t{rmse:.4f}\t"
                       f"{time.perf_counter() - started:.1f}\t{chosen}", flush=True)

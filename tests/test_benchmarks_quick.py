@@ -108,6 +108,23 @@ def test_validation_split_uses_training_sections_only(split):
     assert best["sigma"] == min(ib.default_grid("fourier")["sigma"]) and "untuned" in table["note"].iloc[0]
 
 
+def test_thirds_split_fits_the_ends_and_the_middle_and_holds_out_the_rest(split):
+    """``tune_section_effects.py --thirds``: a three-section stack cut from the training sections alone."""
+    from benchmarks.tune_section_effects import thirds_split
+
+    train, test = split
+    fit_on, held = thirds_split(train, 1.0)
+    z = train.obsm["spatial_3d"][:, 2]
+    by_z = pd.Series(z).groupby(train.obs["section"].astype(str).to_numpy()).median().sort_values()
+    order = list(by_z.index)
+    assert set(fit_on.obs["section"].astype(str)) == {order[0], order[(len(order) - 1) // 2], order[-1]}
+    assert set(held.obs["section"].astype(str)) == set(order) - set(fit_on.obs["section"].astype(str))
+    assert fit_on.n_obs + held.n_obs == train.n_obs
+    assert set(held.obs["section"].astype(str)).isdisjoint(set(test.obs["section"].astype(str)))
+    names = list(train.obs["section"].cat.categories)
+    assert thirds_split(train[train.obs["section"].isin(names[:3])].copy(), 1.0) is None  # three: nothing left
+
+
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory):
     """``benchmarks/run.py --quick`` (accuracy part only), called in-process.
