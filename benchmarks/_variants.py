@@ -31,14 +31,18 @@ def parse_variants(parser: argparse.ArgumentParser, argv, default_variants: dict
     return args, (json.loads(args.variants) if args.variants else default_variants)
 
 
-def parse_variant_arguments(doc: str, argv, *, fractions: str, default_variants: dict, flags: dict | None = None):
-    """:func:`parse_variants` with ``--datasets --fractions`` too (benchmark splits), split into lists, and
-    the boolean ``flags`` (``{"--name": help}``) of the calling script."""
+def parse_variant_arguments(doc: str, argv, *, fractions: str, default_variants: dict, flags: dict | None = None,
+                            numbers: dict | None = None):
+    """:func:`parse_variants` with ``--datasets --fractions`` too (benchmark splits), split into lists, the
+    boolean ``flags`` (``{"--name": help}``) and the optional float ``numbers`` (same form; ``None`` when
+    not given) of the calling script."""
     parser = variant_parser(doc)
     parser.add_argument("--datasets", default=ALL_DATASETS)
     parser.add_argument("--fractions", default=fractions)
     for flag, text in (flags or {}).items():
         parser.add_argument(flag, action="store_true", help=text)
+    for option, text in (numbers or {}).items():
+        parser.add_argument(option, type=float, default=None, help=text)
     args, variants = parse_variants(parser, argv, default_variants)
     args.datasets = args.datasets.split(",")
     args.fractions = [float(f) for f in args.fractions.split(",")]

@@ -22,7 +22,8 @@ predicted from its two neighbours alone (the two-section fits where no race runs
 averaged over the held-out sections. With ``--thirds`` three training sections are fitted (the two
 ends and the middle one) and every other training section is held out: a sparse stack like the
 benchmark's 10% splits, whose own race holds out its middle section and fits the ends. ``--gp`` adds a
-row for the benchmark's PCA + GP baseline on the same splits.
+row for the benchmark's PCA + GP baseline on the same splits, ``--fourier-sigma S`` one for its
+Fourier-feature MLP at bandwidth ``S`` (learning rate 3e-3, the benchmark's architecture and steps).
 """
 
 from __future__ import annotations
@@ -103,8 +104,17 @@ def main(argv=None) -> None:
                                                     "turn and fit on its two neighbours alone (two-section fits)",
                                                     "--thirds": "fit on the two end training sections and the middle "
                                                     "one, hold out the rest (three-section fits, as at 10% kept)",
-                                                    "--gp": "also score the benchmark's PCA + GP baseline"})
+                                                    "--gp": "also score the benchmark's PCA + GP baseline"},
+                                             numbers={"--fourier-sigma": "also score the benchmark's Fourier MLP at "
+                                                      "this bandwidth (lr 3e-3)"})
     cfg = bench.settings(False)
+    baselines = {"PCA + GP": lambda fit_on: ib.gp_baseline(fit_on, layer="lognorm", max_cells=cfg["gp_max_cells"],
+                                                           seed=args.seed)} if args.gp else {}
+    if args.fourier_sigma is not None:
+        arch = {k: v for k, v in cfg["inr"].items() if k in ("hidden_width", "hidden_layers")}
+        baselines[f"Fourier MLP (sigma {args.fourier_sigma:g})"] = lambda fit_on: ib.fit_inr(
+            fit_on, "fourier", layer="lognorm", steps=cfg["inr"]["steps"], batch_size=cfg["inr"]["batch_size"],
+            seed=args.seed, sigma=args.fourier_sigma, lr=3e-3, **arch)
     print("dataset\tkept\tvariant\tper_section\tpooled\trmse\tseconds\tchosen")
     for name in args.datasets:
         adata, truth_layer = bench.load_dataset(name, cfg)
@@ -121,13 +131,12 @@ def main(argv=None) -> None:
             if not splits:
                 print(f"{name}\t{fraction}\t(no interior training section to hold out)")
                 continue
-            methods = {**variants, **({"PCA + GP": None} if args.gp else {})}
-            for label, overrides in methods.items():
+            for label, overrides in {**variants, **baselines}.items():
                 started = time.perf_counter()
                 scores, chosen = [], None
                 for fit_on, held in splits:
-                    if overrides is None:
-                        field = ib.gp_baseline(fit_on, layer="lognorm", max_cells=cfg["gp_max_cells"], seed=args.seed)
+                    if callable(overrides):  # a baseline
+                        field = overrides(fit_on)
                     else:
                         field = ntf.tl.fit(fit_on, layer="lognorm", config=ntf.NTFConfig(**overrides),
                                            seed=args.seed, progress=False)
