@@ -31,6 +31,7 @@ Backends: ``nccl`` when the processes use CUDA devices (one per process, ``cuda:
 from __future__ import annotations
 
 import argparse
+import gc
 import hashlib
 import json
 import os
@@ -140,5 +141,10 @@ def main(argv: list[str] | None = None) -> int:
             dist.barrier()
     finally:
         if launched and dist.is_initialized():
+            # Free the training's DistributedDataParallel wrapper (its reducer holds the process group) while
+            # the group and the interpreter are alive: once, a rank left it to interpreter exit and aborted
+            # there ("terminate called without an active exception") after a fit that had succeeded.
+            field = None  # noqa: F841
+            gc.collect()
             dist.destroy_process_group()
     return 0
