@@ -135,6 +135,11 @@ class Timer:
         self.cpu = time.process_time() - self.cpu0
 
 
+def inr_architecture(cfg: dict) -> dict:
+    """The neural baselines' layer sizes in ``cfg`` (``hidden_width``, ``hidden_layers``), as ``fit_inr`` keywords."""
+    return {k: v for k, v in cfg["inr"].items() if k in ("hidden_width", "hidden_layers")}
+
+
 def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
@@ -270,7 +275,7 @@ def run_split(dataset, fraction, train, test, truth_layer, cfg, hyper_cache, tta
     record("ntf", lambda: fit_ntf(train, cfg, seed))
 
     for kind, method in (("fourier", "fourier_mlp"), ("siren", "siren")):
-        arch = {k: v for k, v in cfg["inr"].items() if k in ("hidden_width", "hidden_layers")}
+        arch = inr_architecture(cfg)
         band = "sigma" if kind == "fourier" else "w0"
         grid = ib.default_grid(kind)
         lr_key = (dataset, kind)
@@ -462,7 +467,7 @@ def throughput(cfg) -> pd.DataFrame:
         ff_steps = max(3, steps // 2)
         with PeakRSS() as mem, Timer() as t:
             model = ib.fit_inr(adata, "fourier", steps=ff_steps, batch_size=bs, sigma=1.0, validation_fraction=0.0,
-                               **{k: v for k, v in cfg["inr"].items() if k in ("hidden_width", "hidden_layers")})
+                               **inr_architecture(cfg))
         train_s = model.info["fit_seconds"]
         rows.append({"method": "fourier_mlp", "n_cells": n, "total_seconds": t.wall, "setup_seconds": t.wall - train_s,
                      "steps_per_s": ff_steps / train_s, "cells_per_s": ff_steps * bs / train_s,
@@ -498,7 +503,7 @@ def _child_memory(method: str, quick: bool, threads: int) -> None:
     gc_collect()
     before = peak_rss_mb()
     steps = 200  # memory does not grow with the number of steps
-    arch = {k: v for k, v in cfg["inr"].items() if k in ("hidden_width", "hidden_layers")}
+    arch = inr_architecture(cfg)
     fit = {
         "ntf": lambda: fit_ntf(train, cfg, steps=steps),
         "nearest": lambda: ntf.tl.NearestSectionBaseline().fit(train, layer="lognorm"),

@@ -65,13 +65,18 @@ def inner_split(adata, fraction: float):
     return (train[~held].copy(), train[held].copy()) if held.any() else None
 
 
+def _sections_along_z(train) -> tuple[np.ndarray, list[str]]:
+    """Each cell's section label and the section names ordered along z."""
+    sections = train.obs["section"].astype(str).to_numpy()
+    return sections, list(sections_in_order(sections, train.obsm["spatial_3d"][:, 2])["section"])
+
+
 def neighbour_splits(adata, fraction: float):
     """(fit on, held out) pairs within the benchmark's training sections: every interior training section
     held out in turn and predicted from its two neighbours alone, the two-section fits of the benchmark's
     sparsest splits (no race can run on them)."""
     train = training_sections(adata, fraction)
-    sections = train.obs["section"].astype(str).to_numpy()
-    order = list(sections_in_order(sections, train.obsm["spatial_3d"][:, 2])["section"])
+    sections, order = _sections_along_z(train)
     for below, held, above in zip(order, order[1:], order[2:]):
         yield train[np.isin(sections, [below, above])].copy(), train[sections == held].copy()
 
@@ -81,8 +86,7 @@ def thirds_split(adata, fraction: float):
     one fitted, every other held out (a three-section stack with wide gaps, as at 10% kept); None with
     fewer than four training sections."""
     train = training_sections(adata, fraction)
-    sections = train.obs["section"].astype(str).to_numpy()
-    order = list(sections_in_order(sections, train.obsm["spatial_3d"][:, 2])["section"])
+    sections, order = _sections_along_z(train)
     if len(order) < 4:
         return None
     kept = np.isin(sections, [order[0], order[(len(order) - 1) // 2], order[-1]])
@@ -111,10 +115,9 @@ def main(argv=None) -> None:
     baselines = {"PCA + GP": lambda fit_on: ib.gp_baseline(fit_on, layer="lognorm", max_cells=cfg["gp_max_cells"],
                                                            seed=args.seed)} if args.gp else {}
     if args.fourier_sigma is not None:
-        arch = {k: v for k, v in cfg["inr"].items() if k in ("hidden_width", "hidden_layers")}
         baselines[f"Fourier MLP (sigma {args.fourier_sigma:g})"] = lambda fit_on: ib.fit_inr(
             fit_on, "fourier", layer="lognorm", steps=cfg["inr"]["steps"], batch_size=cfg["inr"]["batch_size"],
-            seed=args.seed, sigma=args.fourier_sigma, lr=3e-3, **arch)
+            seed=args.seed, sigma=args.fourier_sigma, lr=3e-3, **bench.inr_architecture(cfg))
     print("dataset\tkept\tvariant\tper_section\tpooled\trmse\tseconds\tchosen")
     for name in args.datasets:
         adata, truth_layer = bench.load_dataset(name, cfg)
