@@ -141,10 +141,9 @@ def main(argv: list[str] | None = None) -> int:
             dist.barrier()
     finally:
         if launched and dist.is_initialized():
-            # Free the training's DistributedDataParallel wrapper (its reducer holds the process group) while
+            # Collect the training's DistributedDataParallel wrapper (its reducer holds the process group) while
             # the group and the interpreter are alive: once, a rank left it to interpreter exit and aborted
             # there ("terminate called without an active exception") after a fit that had succeeded.
-            field = None  # noqa: F841
             gc.collect()
             dist.destroy_process_group()
     return 0
