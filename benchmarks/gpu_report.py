@@ -45,6 +45,9 @@ def parse_scale(path: Path) -> list[dict]:
 
 
 def main(argv: list[str]) -> int:
+    if not argv or argv[0] in ("-h", "--help"):
+        print(__doc__)
+        return 0 if argv else 2
     out = Path(argv[0])
     lines: list[str] = []
 

@@ -107,7 +107,7 @@ def main(argv=None) -> None:
                                              flags={"--neighbours": "hold out every interior training section in "
                                                     "turn and fit on its two neighbours alone (two-section fits)",
                                                     "--thirds": "fit on the two end training sections and the middle "
-                                                    "one, hold out the rest (three-section fits, as at 10% kept)",
+                                                    "one, hold out the rest (three-section fits, as at 10%% kept)",
                                                     "--gp": "also score the benchmark's PCA + GP baseline"},
                                              numbers={"--fourier-sigma": "also score the benchmark's Fourier MLP at "
                                                       "this bandwidth (lr 3e-3)"})

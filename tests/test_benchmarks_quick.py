@@ -201,3 +201,17 @@ def test_peak_memory_of_a_child_process_excludes_its_parent():
     child_mb = float(out.stdout.strip())
     assert 1 < child_mb < 300, child_mb
     assert ballast.sum() > 0
+
+
+@pytest.mark.parametrize("script", sorted(p.name for p in (ROOT / "benchmarks").glob("*.py")
+                                          if not p.name.startswith("_") and p.name != "inr_baselines.py"))
+def test_every_benchmark_script_prints_its_usage(script, capsys, monkeypatch):
+    """``python benchmarks/X.py --help`` prints the usage and exits 0 without running anything (a ``%`` in
+    an argparse help text once made it crash)."""
+    import runpy
+
+    monkeypatch.setattr(sys, "argv", [script, "--help"])
+    with pytest.raises(SystemExit) as stop:
+        runpy.run_path(str(ROOT / "benchmarks" / script), run_name="__main__")
+    assert stop.value.code in (0, None)
+    assert "usage" in capsys.readouterr().out.lower() or script == "gpu_report.py"
