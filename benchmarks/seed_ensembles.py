@@ -10,8 +10,9 @@ seconds, then the mean over the single fits, over every pair of fits averaged (t
 the values' units) and the average of all of them.
 
 ``--config JSON`` fits every seed with those ``NTFConfig`` keywords (e.g. a narrower MLP, to ask whether two
-cheaper fits averaged beat one default fit). ``--evaluation`` fits the benchmark's own training split and scores its evaluation sections instead:
-how much the benchmark's single-seed figures move with the seed (reported, never used to choose).
+cheaper fits averaged beat one default fit). ``--evaluation`` fits the benchmark's own training split and
+scores its evaluation sections instead: how much the benchmark's single-seed figures move with the seed
+(reported, never used to choose).
 """
 
 from __future__ import annotations
