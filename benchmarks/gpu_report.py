@@ -46,7 +46,7 @@ def parse_scale(path: Path) -> list[dict]:
 
 def main(argv: list[str]) -> int:
     if not argv or argv[0] in ("-h", "--help"):
-        print(__doc__)
+        print(f"usage: gpu_report.py OUT_DIR SCALE_LOG...\n\n{__doc__}")
         return 0 if argv else 2
     out = Path(argv[0])
     lines: list[str] = []
